@@ -1,0 +1,1 @@
+"""Queues of the DataWorks provider."""
