@@ -127,7 +127,6 @@ class DataWorksEventSensor(BaseSensorOperator):
                 event_filter=event_filter,
                 topic=self.topic,
                 start_time=start_ms,
-                poll_timeout=self.poll_timeout,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,

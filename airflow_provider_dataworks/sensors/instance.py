@@ -60,13 +60,12 @@ class DataWorksInstanceSensor(BaseSensorOperator):
         clock differences between DataWorks and Airflow.
     :param topic: the Kafka topic; defaults to the connection's (templated).
     :param deferrable: defer to the triggerer (default), or poke the OpenAPI from the worker.
-    :param poll_timeout: seconds one Kafka poll may wait.
     """
 
     template_fields: Sequence[str] = (
         "instance_id",
         "workspace_id",
-        "node_id",
+        "dataworks_node_id",
         "business_date",
         "cycle_time",
         "topic",
@@ -89,14 +88,14 @@ class DataWorksInstanceSensor(BaseSensorOperator):
         event_overlap: timedelta = timedelta(minutes=1),
         topic: str | None = None,
         deferrable: bool = True,
-        poll_timeout: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.dataworks_conn_id = dataworks_conn_id
         self.instance_id = instance_id
         self.workspace_id = workspace_id
-        self.node_id = node_id
+        # BaseOperator already has a node_id (its place in the DAG's graph).
+        self.dataworks_node_id = node_id
         self.business_date = business_date
         self.cycle_time = cycle_time
         self.timezone = timezone
@@ -115,14 +114,13 @@ class DataWorksInstanceSensor(BaseSensorOperator):
         self.event_overlap = event_overlap
         self.topic = topic
         self.deferrable = deferrable
-        self.poll_timeout = poll_timeout
 
     def build_target(self) -> InstanceTarget:
         """Return the instance(s) this task waits for, from the rendered arguments."""
         return InstanceTarget(
             instance_id=_optional_int(self.instance_id),
             workspace_id=_optional_int(self.workspace_id),
-            node_id=_optional_int(self.node_id),
+            node_id=_optional_int(self.dataworks_node_id),
             business_date=self.business_date,
             cycle_time=self.cycle_time,
             timezone=self.timezone,
@@ -163,7 +161,6 @@ class DataWorksInstanceSensor(BaseSensorOperator):
                 start_time=asked_at - int(self.event_overlap.total_seconds() * 1000),
                 recheck_interval=self.recheck_interval,
                 topic=self.topic,
-                poll_timeout=self.poll_timeout,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,

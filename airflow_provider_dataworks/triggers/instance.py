@@ -1,4 +1,4 @@
-"""The trigger that waits for DataWorks instances to reach a status: events first, the OpenAPI as a safety net."""
+"""The trigger that waits for DataWorks instances to reach a status: events first, OpenAPI as safety net."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from airflow_provider_dataworks.hooks.instances import (
     judge,
     list_instances,
 )
-from airflow_provider_dataworks.triggers.event import run_blocking
-from airflow_provider_dataworks.triggers.reader import EventReader, ReceivedEvent, to_epoch_ms
+from airflow_provider_dataworks.triggers.executor import run_blocking
+from airflow_provider_dataworks.triggers.reader import ReceivedEvent, to_epoch_ms
+from airflow_provider_dataworks.triggers.stream import Subscription, subscribe
 
 
 class DataWorksInstanceTrigger(BaseTrigger):
@@ -44,7 +45,6 @@ class DataWorksInstanceTrigger(BaseTrigger):
     :param start_time: where reading events starts (epoch ms, datetime or ISO text).
     :param recheck_interval: seconds between OpenAPI checks.
     :param topic: the Kafka topic; defaults to the connection's.
-    :param poll_timeout: seconds one Kafka poll may wait.
     """
 
     def __init__(
@@ -57,7 +57,6 @@ class DataWorksInstanceTrigger(BaseTrigger):
         start_time: int | str | None = None,
         recheck_interval: float = 300.0,
         topic: str | None = None,
-        poll_timeout: float = 1.0,
     ) -> None:
         super().__init__()
         self.dataworks_conn_id = dataworks_conn_id
@@ -67,7 +66,6 @@ class DataWorksInstanceTrigger(BaseTrigger):
         self.start_time = to_epoch_ms(start_time)
         self.recheck_interval = float(recheck_interval)
         self.topic = topic
-        self.poll_timeout = float(poll_timeout)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and JSON-safe kwargs (no credentials)."""
@@ -81,7 +79,6 @@ class DataWorksInstanceTrigger(BaseTrigger):
                 "start_time": self.start_time,
                 "recheck_interval": self.recheck_interval,
                 "topic": self.topic,
-                "poll_timeout": self.poll_timeout,
             },
         )
 
@@ -96,19 +93,17 @@ class DataWorksInstanceTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait on events and periodic OpenAPI checks until the instances settle."""
-        reader: EventReader | None = None
+        subscription: Subscription | None = None
         try:
             settings = await DataWorksHook.aget_settings(self.dataworks_conn_id)
             hook = DataWorksHook(self.dataworks_conn_id, settings=settings)
             topic = settings.require_topic(self.dataworks_conn_id, self.topic)
-            reader = await run_blocking(EventReader, hook, topic)
-            starts = await run_blocking(reader.seek_to_time, self.start_time)
-            self.log.info("Waiting for %s on topic %s from offsets %s", self.target.describe(), topic, starts)
+            subscription = await subscribe(hook, topic, self._event_filter(), self.start_time)
+            self.log.info("Waiting for %s on topic %s from %s", self.target.describe(), topic, self.start_time)
 
             state = _InstanceState(self.target)
             state.replace(await run_blocking(list_instances, hook, self.target))
             next_check = time.monotonic() + self.recheck_interval
-            event_filter = self._event_filter()
             source = "openapi"
 
             while True:
@@ -130,16 +125,15 @@ class DataWorksInstanceTrigger(BaseTrigger):
                     source = "openapi"
                     continue
 
-                received = await run_blocking(reader.read, timeout=self.poll_timeout)
-                for item in received:
-                    if event_filter.matches(item.event) and await self._apply(hook, state, item):
-                        source = "event"
+                item = await subscription.next(timeout=max(0.0, next_check - time.monotonic()))
+                if item is not None and await self._apply(hook, state, item):
+                    source = "event"
         except DataWorksError as error:
             self.log.error("Stopped waiting for %s: %s", self.target.describe(), error)
             yield TriggerEvent({"status": "error", "message": str(error), "instances": [], "source": "error"})
         finally:
-            if reader is not None:
-                await run_blocking(reader.close)
+            if subscription is not None:
+                subscription.close()
 
     async def _apply(self, hook: DataWorksHook, state: _InstanceState, item: ReceivedEvent) -> bool:
         event = item.event

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_UNKNOWN_TOPIC_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class RecordInfo:
@@ -113,6 +115,12 @@ class EventReader:
         else:
             log.warning("Kafka client reported on topic %s: %s", self.topic, error.str())
 
+    def _serve_callbacks(self) -> None:
+        # Errors such as a refused SASL login reach error_cb only while the client is polled;
+        # before partitions are assigned a poll returns no record.
+        self._consumer.poll(0)
+        self._raise_if_fatal()
+
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
             raise kafka_error_with_fix(self._fatal, self.hook.settings, self.hook.dataworks_conn_id)
@@ -121,12 +129,13 @@ class EventReader:
         """Return the topic's partitions, failing with the fix when the topic or the brokers are wrong."""
         from confluent_kafka import KafkaException
 
-        deadline = time.monotonic() + self.metadata_timeout
+        started = time.monotonic()
+        deadline = started + self.metadata_timeout
         while True:
             try:
                 metadata = self._consumer.list_topics(topic=self.topic, timeout=1.0)
             except KafkaException as error:
-                self._raise_if_fatal()
+                self._serve_callbacks()
                 if time.monotonic() >= deadline:
                     raise kafka_error_with_fix(
                         error.args[0], self.hook.settings, self.hook.dataworks_conn_id
@@ -136,12 +145,14 @@ class EventReader:
             described = metadata.topics.get(self.topic)
             if described is not None and described.error is None and described.partitions:
                 return sorted(described.partitions)
-            if time.monotonic() >= deadline:
+            # A topic created a moment ago may take a few metadata refreshes to show up.
+            if time.monotonic() - started >= _UNKNOWN_TOPIC_SECONDS:
                 raise DataWorksKafkaError(
                     f"Kafka topic {self.topic!r} does not exist on {self.hook.settings.bootstrap_servers} "
                     f"(connection {self.hook.dataworks_conn_id!r}); check the topic field of the connection or "
                     "the task against the topic shown in the DataWorks OpenEvent console"
                 )
+            time.sleep(0.5)
 
     def seek_to_time(self, start_ms: int | None) -> dict[int, int]:
         """
@@ -191,14 +202,18 @@ class EventReader:
         """
         Read up to ``max_records`` records, waiting at most ``timeout`` seconds for the first.
 
-        Malformed records are skipped with one warning naming topic, partition and offset.
-        Transient broker errors are logged; fatal ones (credentials, TLS) raise.
+        Returns as soon as one record is there (with whatever else is already fetched), so a
+        quiet topic costs no latency. Malformed records are skipped with one warning naming
+        topic, partition and offset. Transient broker errors are logged; fatal ones raise.
 
         :raises DataWorksKafkaError: on a fatal error, naming the cause and its fix.
         """
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        first = self._consumer.poll(timeout)
         self._raise_if_fatal()
-        return list(self._parse_all(messages))
+        if first is None:
+            return []
+        rest = self._consumer.consume(num_messages=max_records - 1, timeout=0) if max_records > 1 else []
+        return list(self._parse_all([first, *rest]))
 
     def _parse_all(self, messages: Iterable[Message]) -> Iterable[ReceivedEvent]:
         for message in messages:

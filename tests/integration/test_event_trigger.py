@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 
@@ -36,6 +37,12 @@ def _produce(kafka_broker, topic: str, *values: bytes | None, partition: int = 0
     for value in values:
         producer.produce(topic, value=value, partition=partition, timestamp=timestamp)
     assert producer.flush(10) == 0
+
+
+def _replace_password(monkeypatch, conn_id: str, password: str) -> None:
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    connection = json.loads(os.environ[variable])
+    monkeypatch.setenv(variable, json.dumps({**connection, "password": password}))
 
 
 async def _first_event(trigger: DataWorksEventTrigger, timeout: float = 60) -> dict:
@@ -94,13 +101,17 @@ async def test_trigger_when_malformed_record_precedes_match_warns_once_and_fires
 
     with caplog.at_level(logging.WARNING):
         payload = await _first_event(
-            DataWorksEventTrigger(dataworks_conn_id=conn_id, event_filter={"node_ids": [NODE]}, start_time=start_ms)
+            DataWorksEventTrigger(
+                dataworks_conn_id=conn_id, event_filter={"node_ids": [NODE]}, start_time=start_ms
+            )
         )
 
     assert payload["record"]["offset"] == 1
     warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    assert warnings == [f"Skipping malformed record at topic {unique_topic} partition 0 offset 0: "
-                        "value is not UTF-8 JSON (Expecting value: line 1 column 1 (char 0))"]
+    assert warnings == [
+        f"Skipping malformed record at topic {unique_topic} partition 0 offset 0: "
+        "value is not UTF-8 JSON (Expecting value: line 1 column 1 (char 0))"
+    ]
 
 
 async def test_trigger_when_topic_unknown_fails_fast_naming_the_topic(dataworks_conn):
@@ -115,8 +126,11 @@ async def test_trigger_when_topic_unknown_fails_fast_naming_the_topic(dataworks_
     assert time.monotonic() - started < 30
 
 
-async def test_trigger_when_sasl_password_wrong_fails_fast_without_the_password(dataworks_conn, unique_topic):
-    conn_id = dataworks_conn(listener="sasl_ssl", topic=unique_topic, password="wrong-password-123")
+async def test_trigger_when_sasl_password_wrong_fails_fast_without_the_password(
+    dataworks_conn, unique_topic, monkeypatch
+):
+    conn_id = dataworks_conn(listener="sasl_ssl", topic=unique_topic)
+    _replace_password(monkeypatch, conn_id, "wrong-password-123")
     started = time.monotonic()
 
     payload = await _first_event(DataWorksEventTrigger(dataworks_conn_id=conn_id), timeout=60)
@@ -130,8 +144,12 @@ async def test_trigger_when_sasl_password_wrong_fails_fast_without_the_password(
 def test_sensor_poke_when_event_on_topic_returns_it(kafka_broker, unique_topic, dataworks_conn):
     conn_id = dataworks_conn(listener="sasl_ssl", topic=unique_topic)
     sensor = DataWorksEventSensor(
-        task_id="wait", dataworks_conn_id=conn_id, node_ids=[NODE], statuses=["SUCCESS"],
-        start_time=int(time.time() * 1000), deferrable=False,
+        task_id="wait",
+        dataworks_conn_id=conn_id,
+        node_ids=[NODE],
+        statuses=["SUCCESS"],
+        start_time=int(time.time() * 1000),
+        deferrable=False,
     )
 
     assert not sensor.poke({}).is_done

@@ -32,8 +32,28 @@ EXPECTED = [
     ("legacy", "deploy-file", 10001, (), (), None, 500000001, None, False),
     ("legacy", "commit-table", 10001, (), (), None, None, "dim_customer", True),
     ("function-compute", "upload-data-to-table", 10001, (), (), None, None, None, True),
-    ("cloudevents", "instance-status-changes", 10001, (900000002,), (700000002,), "WAIT_RESOURCE", None, None, False),
-    ("cloudevents", "instance-status-changes", 10001, (900000002,), (700000002,), "FAILURE", None, None, False),
+    (
+        "cloudevents",
+        "instance-status-changes",
+        10001,
+        (900000002,),
+        (700000002,),
+        "WAIT_RESOURCE",
+        None,
+        None,
+        False,
+    ),
+    (
+        "cloudevents",
+        "instance-status-changes",
+        10001,
+        (900000002,),
+        (700000002,),
+        "FAILURE",
+        None,
+        None,
+        False,
+    ),
     ("cloudevents", "dag-status-changes", 10001, (), (), None, None, None, False),
     ("cloudevents", "node-change-created", 10001, (), (700000003,), None, None, None, False),
     ("cloudevents", "commit-file", 10001, (), (), None, 500000002, None, True),
@@ -112,7 +132,9 @@ def test_parse_when_legacy_instance_event_lacks_event_type_routes_on_payload_sha
 
 
 def test_parse_when_older_message_type_envelope_reads_it():
-    event = parse({"messageId": "m3", "messageType": "SCHEDULE_TASK", "messageBody": {"taskId": 9, "status": 6}})
+    event = parse(
+        {"messageId": "m3", "messageType": "SCHEDULE_TASK", "messageBody": {"taskId": 9, "status": 6}}
+    )
 
     assert event.envelope == "message-type"
     assert event.event_type == "instance-status-changes"

@@ -17,7 +17,13 @@ def _instance_event(*, status=6, node=700000001, workspace=10001, instance=90000
             "eventType": "instance-status-changes",
             "eventCategoryType": "instance-status-change",
             "blockBusiness": False,
-            "messageBody": {"taskId": instance, "nodeId": node, "dagId": 1, "status": status, "appId": workspace},
+            "messageBody": {
+                "taskId": instance,
+                "nodeId": node,
+                "dagId": 1,
+                "status": status,
+                "appId": workspace,
+            },
         }
     )
 
@@ -35,8 +41,11 @@ def _file_event(name="ods_orders_di", code="deploy-file"):
 
 def test_to_dict_when_same_filter_written_differently_serializes_the_same():
     one = EventFilter(event_types=["instance-status-change"], node_ids=[3, 1, 3], statuses=["success", 5])
-    two = EventFilter(event_types=["dataworks:InstanceStatusChanges:InstanceStatusChanges"], node_ids=[1, 3],
-                      statuses=["FAILURE", "SUCCESS(6)"])
+    two = EventFilter(
+        event_types=["dataworks:InstanceStatusChanges:InstanceStatusChanges"],
+        node_ids=[1, 3],
+        statuses=["FAILURE", "SUCCESS(6)"],
+    )
 
     assert json.dumps(one.to_dict()) == json.dumps(two.to_dict())
     assert one.to_dict() == {
@@ -47,14 +56,20 @@ def test_to_dict_when_same_filter_written_differently_serializes_the_same():
 
 
 def test_from_dict_round_trips():
-    original = EventFilter(workspace_ids=[1], table_names=["ods_*"], extension_point=True, predicate="json.dumps")
+    original = EventFilter(
+        workspace_ids=[1], table_names=["ods_*"], extension_point=True, predicate="json.dumps"
+    )
 
     assert EventFilter.from_dict(original.to_dict()) == original
 
 
 def test_matches_when_every_field_agrees():
-    flt = EventFilter(event_types=["instance-status-changes"], workspace_ids=[10001], node_ids=[700000001],
-                      statuses=["SUCCESS"])
+    flt = EventFilter(
+        event_types=["instance-status-changes"],
+        workspace_ids=[10001],
+        node_ids=[700000001],
+        statuses=["SUCCESS"],
+    )
 
     assert flt.matches(_instance_event())
     assert not flt.matches(_instance_event(status=4))
@@ -95,7 +110,9 @@ def test_predicate_when_importable_is_applied():
 def test_check_predicate_when_not_importable_names_the_path_and_the_fix():
     flt = EventFilter(predicate="no_such_module.check")
 
-    with pytest.raises(PredicateImportError, match="no_such_module.check.*installed in the Airflow environment"):
+    with pytest.raises(
+        PredicateImportError, match="no_such_module.check.*installed in the Airflow environment"
+    ):
         flt.check_predicate()
 
 

@@ -116,7 +116,9 @@ def test_openapi_without_access_key_names_the_fields():
 def test_connection_from_uri_json_env_is_readable(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_DW_ENV",
-        json.dumps({"conn_type": "dataworks", "host": "h:1", "extra": {"topic": "events", "protocol": "HTTP"}}),
+        json.dumps(
+            {"conn_type": "dataworks", "host": "h:1", "extra": {"topic": "events", "protocol": "HTTP"}}
+        ),
     )
 
     settings = DataWorksHook("dw_env").settings

@@ -31,7 +31,6 @@ def test_trigger_serialize_is_plain_json_without_credentials():
         "event_filter": {"node_ids": [1, 2], "statuses": ["SUCCESS"]},
         "topic": None,
         "start_time": 1796112000000,
-        "poll_timeout": 1.0,
     }
     assert json.loads(json.dumps(kwargs)) == kwargs
 
@@ -99,7 +98,10 @@ def test_execute_complete_returns_event_and_record():
     sensor = DataWorksEventSensor(task_id="wait")
     payload = {"status": "matched", "event": {"message_id": "m"}, "record": {"topic": "t", "offset": 3}}
 
-    assert sensor.execute_complete({}, payload) == {"event": {"message_id": "m"}, "record": {"topic": "t", "offset": 3}}
+    assert sensor.execute_complete({}, payload) == {
+        "event": {"message_id": "m"},
+        "record": {"topic": "t", "offset": 3},
+    }
 
 
 def test_execute_complete_when_trigger_failed_raises_its_message():
