@@ -33,10 +33,11 @@ demo: install kafka
 	$(STACK) up --ports auto; \
 	. "$(STATE)/airflow.env"; \
 	$(AIRFLOW) db migrate > "$(STATE)/airflow-db-migrate.log" 2>&1; \
-	$(STACK) play demo --delay 20; \
+	$(STACK) --quiet play demo --delay 20 > /dev/null; \
 	echo "== airflow dags test example_dataworks_wait_for_instance (the emulator publishes in ~20 s)"; \
 	$(AIRFLOW) dags test example_dataworks_wait_for_instance 2>&1 | tee "$(STATE)/demo-dags-test.log" \
-	    | grep -E "DataWorks event|Waiting for DataWorks|Matched DataWorks|state=|DagRun Finished" || true; \
+	    | grep -E "Deferring until|Waiting for DataWorks|Matched DataWorks|DataWorks event received|new_state=success|DagRun Finished" \
+	    | sed -E 's/^[0-9TZ:.-]+ //; s/ \[airflow[^]]*\].*$$//; s/ (correlation_id|loc)=.*$$//' || true; \
 	grep -q "DataWorks event received" "$(STATE)/demo-dags-test.log" || { echo "demo failed: see $(STATE)/demo-dags-test.log"; exit 1; }; \
 	echo "== the sensor received:"; grep -o "DataWorks event received: .*" "$(STATE)/demo-dags-test.log" | head -n 1
 

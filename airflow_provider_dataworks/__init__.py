@@ -39,7 +39,7 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
     "ssl_verify_hostname": {
         "label": "Verify broker hostname",
         "description": "Turn off for ApsaraMQ for Kafka, whose certificates do not name the broker hosts.",
-        "schema": {"type": "boolean", "default": True},
+        "schema": {"type": ["boolean", "null"], "default": True},
     },
     "topic": _string(
         "Kafka topic",
@@ -75,7 +75,7 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
         "OpenAPI protocol", "https, or http for the local emulator.", enum=["https", "http"], default="https"
     ),
     "project_env": _string(
-        "Environment",
+        "DataWorks environment",
         "PROD for the production scheduling system, DEV for the development one.",
         enum=["PROD", "DEV"],
         default="PROD",
@@ -118,14 +118,16 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_dataworks.hooks.dataworks.DataWorksHook",
                 "hook-name": _INTEGRATION,
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "extra"],
+                    "hidden-fields": ["schema", "extra"],
                     "relabeling": {
                         "host": "Kafka bootstrap servers",
+                        "port": "Kafka port (for hosts given without one)",
                         "login": "SASL username",
                         "password": "SASL password",
                     },
                     "placeholders": {
-                        "host": "alikafka-xxx-1-vpc.alikafka.aliyuncs.com:9093,alikafka-xxx-2-vpc.alikafka.aliyuncs.com:9093",
+                        "host": "host1:9093,host2:9093",
+                        "port": "9093",
                         "login": "Kafka user from the DataWorks OpenEvent console",
                         "password": "Kafka password",
                     },

@@ -103,7 +103,7 @@ class DataWorksHook(BaseHook):
             if not settings.sasl_username or settings.sasl_password is None:
                 raise DataWorksConnectionConfigError(
                     f"Connection {self.dataworks_conn_id!r} uses {protocol} but has no SASL user or password: "
-                    "set Login and Password to the Kafka user DataWorks created for the subscription"
+                    "set the SASL username and SASL password to the Kafka user DataWorks created for the subscription"
                 )
             config["sasl.mechanism"] = settings.sasl_mechanism
             config["sasl.username"] = settings.sasl_username
@@ -159,21 +159,35 @@ class DataWorksHook(BaseHook):
 
         return AdminClient({**self.kafka_config(), **overrides})
 
-    def check_topic(self, topic: str, *, timeout: float = 15.0) -> int:
+    def check_topic(self, topic: str | None, *, timeout: float = 15.0) -> int:
         """
         Check that the brokers can be reached with these credentials and that ``topic`` exists.
 
-        :return: the topic's number of partitions.
+        :param topic: the topic; ``None`` checks the brokers and credentials only.
+        :return: the topic's number of partitions (0 without a topic).
         :raises DataWorksKafkaError: naming the cause (credentials, TLS, unknown topic) and its fix.
         """
         from confluent_kafka import KafkaException
 
-        admin = self.get_admin_client(**{"socket.timeout.ms": int(timeout * 1000)})
+        client_errors: list[Any] = []
+
+        def collect(error: Any) -> None:
+            client_errors.append(error)
+            _log_kafka_error(error)
+
+        admin = self.get_admin_client(**{"socket.timeout.ms": int(timeout * 1000), "error_cb": collect})
         try:
             metadata = admin.list_topics(topic=topic, timeout=timeout)
         except KafkaException as error:
-            raise kafka_error_with_fix(error.args[0], self.settings, self.dataworks_conn_id) from None
+            # librdkafka reports a refused SASL login or a failed TLS handshake only through the error
+            # callback, which runs inside poll(); list_topics itself just times out.
+            admin.poll(0)
+            raise kafka_error_with_fix(
+                _root_cause(client_errors) or error.args[0], self.settings, self.dataworks_conn_id
+            ) from None
 
+        if topic is None:
+            return 0
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             raise DataWorksKafkaError(
@@ -261,12 +275,10 @@ class DataWorksHook(BaseHook):
 
         if settings.bootstrap_servers:
             try:
-                topic = settings.topic
-                if topic:
-                    partitions = self.check_topic(topic, timeout=10)
-                    messages.append(f"Kafka: topic {topic!r} reachable ({partitions} partitions).")
+                partitions = self.check_topic(settings.topic, timeout=10)
+                if settings.topic:
+                    messages.append(f"Kafka: topic {settings.topic!r} reachable ({partitions} partitions).")
                 else:
-                    self.get_admin_client().list_topics(timeout=10)
                     messages.append("Kafka: brokers reachable (no topic set).")
             except Exception as error:
                 ok = False
@@ -280,7 +292,7 @@ class DataWorksHook(BaseHook):
                 messages.append(f"DataWorks OpenAPI: {error}")
         if not messages:
             return False, "Neither Kafka bootstrap servers nor a DataWorks AccessKey is set."
-        return ok, " ".join(messages)
+        return ok, "\n".join(messages)
 
     def _check_openapi(self) -> None:
         from alibabacloud_dataworks_public20200518 import models
@@ -292,6 +304,15 @@ class DataWorksHook(BaseHook):
             max_attempts=2,
             max_seconds=20,
         )
+
+
+def _root_cause(errors: list[Any]) -> Any | None:
+    from confluent_kafka import KafkaError
+
+    for error in errors:
+        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            return error
+    return None
 
 
 def _log_kafka_error(error: Any) -> None:
@@ -316,7 +337,7 @@ def kafka_error_with_fix(
             )
         return DataWorksKafkaError(
             f"Kafka at {servers} refused the SASL user {settings.sasl_username!r} of connection {conn_id!r} "
-            f"({text}); check Login and Password against the Kafka user in the DataWorks OpenEvent console"
+            f"({text}); check the SASL username and SASL password against the Kafka user in the DataWorks OpenEvent console"
         )
     if code == KafkaError._SSL or "SSL" in text or "certificate" in text.lower():
         return DataWorksKafkaError(

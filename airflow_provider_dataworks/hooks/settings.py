@@ -227,6 +227,7 @@ class DataWorksConnectionSettings(BaseModel):
 def _host_and_port(host: str | None, port: int | None) -> str | None:
     if not host:
         return None
-    if port and "," not in host and ":" not in host:
-        return f"{host}:{port}"
-    return host
+    servers = [server.strip() for server in host.split(",") if server.strip()]
+    if port:
+        servers = [server if ":" in server else f"{server}:{port}" for server in servers]
+    return ",".join(servers)

@@ -136,7 +136,7 @@ async def test_trigger_when_sasl_password_wrong_fails_fast_without_the_password(
     payload = await _first_event(DataWorksEventTrigger(dataworks_conn_id=conn_id), timeout=60)
 
     assert payload["status"] == "error"
-    assert "Login and Password" in payload["message"]
+    assert "SASL username and SASL password" in payload["message"]
     assert "wrong-password-123" not in payload["message"]
     assert time.monotonic() - started < 30
 
