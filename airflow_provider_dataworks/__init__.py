@@ -1,4 +1,4 @@
-"""Apache Airflow provider for Alibaba Cloud DataWorks events: what Airflow discovers through the entry point."""
+"""Apache Airflow provider for Alibaba Cloud DataWorks events: what Airflow discovers at its entry point."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
     ),
     "kafka_config": {
         "label": "Extra librdkafka settings",
-        "description": "JSON object of tuning settings such as session.timeout.ms; settings that load code or "
+        "description": "JSON object of tuning settings such as session.timeout.ms; settings that load code "
+        "or "
         "files, callbacks and TLS switches are refused.",
         "schema": {"type": ["object", "null"]},
     },

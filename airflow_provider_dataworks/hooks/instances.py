@@ -67,7 +67,8 @@ class InstanceTarget(BaseModel):
         if self.instance_id is None and None in by_node:
             raise ValueError(
                 "name the instance by instance_id, or by workspace_id + node_id + business_date "
-                f"(got workspace_id={self.workspace_id}, node_id={self.node_id}, business_date={self.business_date})"
+                f"(got workspace_id={self.workspace_id}, node_id={self.node_id}, "
+                f"business_date={self.business_date})"
             )
         ZoneInfo(self.timezone)
 

@@ -99,7 +99,9 @@ class DataWorksInstanceTrigger(BaseTrigger):
             hook = DataWorksHook(self.dataworks_conn_id, settings=settings)
             topic = settings.require_topic(self.dataworks_conn_id, self.topic)
             subscription = await subscribe(hook, topic, self._event_filter(), self.start_time)
-            self.log.info("Waiting for %s on topic %s from %s", self.target.describe(), topic, self.start_time)
+            self.log.info(
+                "Waiting for %s on topic %s from %s", self.target.describe(), topic, self.start_time
+            )
 
             state = _InstanceState(self.target)
             state.replace(await run_blocking(list_instances, hook, self.target))

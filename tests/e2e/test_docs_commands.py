@@ -41,8 +41,11 @@ def test_every_shell_block_is_run_or_skipped_with_a_reason():
         )
 
 
-@pytest.mark.parametrize(("name", "mode", "body"), [b for b in BLOCKS if not b[1].startswith("skip:")],
-                         ids=[b[0] for b in BLOCKS if not b[1].startswith("skip:")])
+@pytest.mark.parametrize(
+    ("name", "mode", "body"),
+    [b for b in BLOCKS if not b[1].startswith("skip:")],
+    ids=[b[0] for b in BLOCKS if not b[1].startswith("skip:")],
+)
 def test_shell_block_runs(name, mode, body, tmp_path):
     script = body
     if mode == "with-stack":
@@ -66,4 +69,6 @@ def test_shell_block_runs(name, mode, body, tmp_path):
         timeout=300,
     )
 
-    assert finished.returncode == 0, f"{name} failed:\n{script}\n--- output ---\n{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}"
+    assert finished.returncode == 0, (
+        f"{name} failed:\n{script}\n--- output ---\n{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}"
+    )

@@ -46,7 +46,9 @@ def test_wait_for_instance_example_receives_the_success_event(run_dag_test, demo
 def test_instance_sensor_example_waits_for_yesterdays_instance(run_dag_test, demo_world, unique_topic):
     # The DAG asks for the day before its logical date (UTC today), as DataWorks counts business dates.
     business_date = datetime.now(tz=timezone.utc).date() - timedelta(days=1)
-    instance = demo_world.add_instance(node_id=NODE, business_date=business_date.isoformat(), status="WAIT_TIME")
+    instance = demo_world.add_instance(
+        node_id=NODE, business_date=business_date.isoformat(), status="WAIT_TIME"
+    )
 
     result = run_dag_test(
         "example_dataworks_instance_sensor",
@@ -86,5 +88,9 @@ def test_file_and_table_changes_example_sees_both_changes(run_dag_test, demo_wor
     )
 
     assert result.returncode == 0, result.output[-4000:]
-    assert result.lines_with('DataWorks file change: {"event_type": "deploy-file", "file_name": "ods_customers"}')
-    assert result.lines_with('DataWorks table change: {"event_type": "commit-table", "table_name": "ods_customers"}')
+    assert result.lines_with(
+        'DataWorks file change: {"event_type": "deploy-file", "file_name": "ods_customers"}'
+    )
+    assert result.lines_with(
+        'DataWorks table change: {"event_type": "commit-table", "table_name": "ods_customers"}'
+    )

@@ -81,7 +81,9 @@ def test_sensor_when_instance_already_succeeded_returns_without_waiting(world, d
     ]
 
 
-def test_sensor_when_instance_already_failed_fails_naming_instance_node_date_and_status(world, dataworks_conn):
+def test_sensor_when_instance_already_failed_fails_naming_instance_node_date_and_status(
+    world, dataworks_conn
+):
     instance = world.add_instance(node_id=NODE, business_date=BUSINESS_DATE, status="FAILURE")
 
     with pytest.raises(DataWorksInstanceFailedError) as error:
@@ -98,14 +100,23 @@ def test_sensor_by_instance_id_when_running_defers_with_overlapping_start(world,
     instance = world.add_instance(node_id=NODE, business_date=BUSINESS_DATE, status="RUNNING")
     before = int(time.time() * 1000)
 
-    trigger = _deferred_trigger(_sensor(dataworks_conn(emulator=world), instance_id=instance["id"], workspace_id=None,
-                                        node_id=None, business_date=None))
+    trigger = _deferred_trigger(
+        _sensor(
+            dataworks_conn(emulator=world),
+            instance_id=instance["id"],
+            workspace_id=None,
+            node_id=None,
+            business_date=None,
+        )
+    )
 
     assert trigger.target.instance_id == instance["id"]
     assert trigger.start_time <= before - 59_000
 
 
-async def test_trigger_ignores_other_dates_nodes_and_workspaces_then_fires_on_the_instance(world, dataworks_conn):
+async def test_trigger_ignores_other_dates_nodes_and_workspaces_then_fires_on_the_instance(
+    world, dataworks_conn
+):
     conn_id = dataworks_conn(emulator=world)
     mine = world.add_instance(node_id=NODE, business_date=BUSINESS_DATE, status="WAIT_TIME")
     other_date = world.add_instance(node_id=NODE, business_date="2026-11-30", status="RUNNING")
@@ -185,6 +196,8 @@ def test_sensor_when_openapi_throttles_and_fails_retries_and_succeeds(world, dat
 def test_sensor_cycle_time_picks_one_of_several_runs(world, dataworks_conn):
     world.add_instance(node_id=NODE, business_date=date(2026, 12, 1), status="SUCCESS")
 
-    result = _sensor(dataworks_conn(emulator=world), cycle_time="00:00", timeout=timedelta(minutes=1).seconds).execute({})
+    result = _sensor(
+        dataworks_conn(emulator=world), cycle_time="00:00", timeout=timedelta(minutes=1).seconds
+    ).execute({})
 
     assert result["instances"][0]["cycle_time"].endswith("00:00:00+08:00")

@@ -71,7 +71,7 @@ def test_reference_examples_when_parsed_give_type_workspace_and_ids():
     examples = _reference_examples()
     assert len(examples) == len(EXPECTED)
 
-    for message, expected in zip(examples, EXPECTED):
+    for message, expected in zip(examples, EXPECTED, strict=True):
         event = parse(json.dumps(message).encode())
         envelope, event_type, workspace, instances, nodes, status, file_id, table, extension = expected
         assert event.envelope == envelope

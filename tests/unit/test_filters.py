@@ -111,7 +111,7 @@ def test_check_predicate_when_not_importable_names_the_path_and_the_fix():
     flt = EventFilter(predicate="no_such_module.check")
 
     with pytest.raises(
-        PredicateImportError, match="no_such_module.check.*installed in the Airflow environment"
+        PredicateImportError, match=r"no_such_module\.check.*installed in the Airflow environment"
     ):
         flt.check_predicate()
 

@@ -104,7 +104,7 @@ def test_missing_bootstrap_servers_names_the_host_field():
 
 
 def test_missing_topic_names_both_places_to_set_it():
-    with pytest.raises(DataWorksConnectionConfigError, match="topic field.*topic= to the task"):
+    with pytest.raises(DataWorksConnectionConfigError, match=r"topic field.*topic= to the task"):
         _hook().settings.require_topic("dw_test", None)
 
 
