@@ -81,6 +81,11 @@ _CONN_FIELDS: dict[str, dict[str, Any]] = {
         enum=["PROD", "DEV"],
         default="PROD",
     ),
+    "extension_code": _string(
+        "Extension code",
+        "The code of your extension (DataWorks Open Platform > Extensions), used when a verdict task "
+        "names none.",
+    ),
 }
 
 
@@ -107,11 +112,31 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_dataworks.triggers.event"],
+                "python-modules": [
+                    "airflow_provider_dataworks.triggers.event",
+                    "airflow_provider_dataworks.triggers.instance",
+                ],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_dataworks.operators.consumer_groups",
+                    "airflow_provider_dataworks.operators.subscription",
+                    "airflow_provider_dataworks.operators.extension",
+                ],
             }
         ],
         "sensors": [
-            {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_dataworks.sensors.event"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_dataworks.sensors.event",
+                    "airflow_provider_dataworks.sensors.instance",
+                    "airflow_provider_dataworks.sensors.changes",
+                ],
+            }
         ],
         "connection-types": [
             {

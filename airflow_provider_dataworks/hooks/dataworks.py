@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +34,44 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _kafka_log = logging.getLogger("airflow_provider_dataworks.kafka")
+
+
+class _RepeatFilter(logging.Filter):
+    """
+    Let one librdkafka line of each kind through per window, and count the ones held back.
+
+    While brokers are down librdkafka reports every reconnect attempt, many a second; the first
+    line says what happened, the rest would only bury the task log.
+    """
+
+    _VARIABLE = re.compile(r"\(after \d+ms in state \w+[^)]*\)|#(?:consumer|producer|admin)-\d+|\d+")
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = self._VARIABLE.sub("", record.getMessage())
+        now = time.monotonic()
+        with self._lock:
+            first, held = self._seen.get(key, (None, 0))
+            if first is not None and now - first < self.window:
+                self._seen[key] = (first, held + 1)
+                return False
+            if len(self._seen) > 1_000:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.getMessage()} (and {held} more like it in the last {self.window:.0f} s)"
+            record.args = ()
+        return True
+
+
+_kafka_log.addFilter(_RepeatFilter())
+
+_OPENAPI_WAIT = wait_exponential_jitter(multiplier=0.5, max=20)
 
 
 class DataWorksHook(BaseHook):
@@ -102,8 +143,9 @@ class DataWorksHook(BaseHook):
         if protocol.startswith("SASL"):
             if not settings.sasl_username or settings.sasl_password is None:
                 raise DataWorksConnectionConfigError(
-                    f"Connection {self.dataworks_conn_id!r} uses {protocol} but has no SASL user or password: "
-                    "set the SASL username and SASL password to the Kafka user DataWorks created for the subscription"
+                    f"Connection {self.dataworks_conn_id!r} uses {protocol} but has no SASL user or "
+                    "password: set the SASL username and SASL password to the Kafka user DataWorks created "
+                    "for the subscription"
                 )
             config["sasl.mechanism"] = settings.sasl_mechanism
             config["sasl.username"] = settings.sasl_username
@@ -175,7 +217,10 @@ class DataWorksHook(BaseHook):
             client_errors.append(error)
             _log_kafka_error(error)
 
-        admin = self.get_admin_client(**{"socket.timeout.ms": int(timeout * 1000), "error_cb": collect})
+        # A metadata request for one topic would create it on brokers that allow auto-creation.
+        admin = self.get_admin_client(
+            **{"socket.timeout.ms": int(timeout * 1000), "error_cb": collect, "allow.auto.create.topics": False}
+        )
         try:
             metadata = admin.list_topics(topic=topic, timeout=timeout)
         except KafkaException as error:
@@ -192,8 +237,8 @@ class DataWorksHook(BaseHook):
         if described is None or described.error is not None:
             raise DataWorksKafkaError(
                 f"Kafka topic {topic!r} does not exist on {self.settings.bootstrap_servers} (connection "
-                f"{self.dataworks_conn_id!r}); check the topic field of the connection or the task against the "
-                "topic shown in the DataWorks OpenEvent console"
+                f"{self.dataworks_conn_id!r}); check the topic field of the connection or the task against "
+                "the topic shown in the DataWorks OpenEvent console"
             )
         return len(described.partitions)
 
@@ -245,9 +290,11 @@ class DataWorksHook(BaseHook):
             wait=_wait_for_retry,
             stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
             before_sleep=lambda state: self.log.warning(
-                "DataWorks %s failed (%s); retrying in %.1f s",
+                "DataWorks %s failed (%s, attempt %d of %d); retrying in %.1f s",
                 api,
                 _describe(state.outcome.exception() if state.outcome else None),
+                state.attempt_number,
+                max_attempts,
                 state.next_action.sleep if state.next_action else 0,
             ),
             reraise=True,
@@ -332,17 +379,25 @@ def kafka_error_with_fix(
         if "SSL" in text or "certificate" in text.lower():
             return DataWorksKafkaError(
                 f"TLS handshake with {servers} failed ({text}); check that the connection's CA certificate "
-                f"(ssl_ca of {conn_id!r}) is the one that signed the brokers' certificates, and turn hostname "
-                "verification off for ApsaraMQ for Kafka"
+                f"(ssl_ca of {conn_id!r}) is the one that signed the brokers' certificates, and turn "
+                "hostname verification off for ApsaraMQ for Kafka"
             )
         return DataWorksKafkaError(
-            f"Kafka at {servers} refused the SASL user {settings.sasl_username!r} of connection {conn_id!r} "
-            f"({text}); check the SASL username and SASL password against the Kafka user in the DataWorks OpenEvent console"
+            f"Kafka at {servers} refused the SASL user {settings.sasl_username!r} of connection "
+            f"{conn_id!r} ({text}); check the SASL username and SASL password against the Kafka user in "
+            "the DataWorks OpenEvent console"
         )
     if code == KafkaError._SSL or "SSL" in text or "certificate" in text.lower():
         return DataWorksKafkaError(
             f"TLS handshake with {servers} failed ({text}); check that the connection's CA certificate "
             f"(ssl_ca of {conn_id!r}) signed the brokers' certificates"
+        )
+    if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+        what = "topic" if code == KafkaError.TOPIC_AUTHORIZATION_FAILED else "consumer group"
+        return DataWorksKafkaError(
+            f"Kafka at {servers} does not let the SASL user {settings.sasl_username!r} of connection "
+            f"{conn_id!r} read this {what} ({text}); grant the user read access to the topic and its group "
+            "in the ApsaraMQ for Kafka console, or use the group DataWorks created for the subscription"
         )
     if code in (
         KafkaError._TRANSPORT,
@@ -378,14 +433,22 @@ def _wait_for_retry(state: RetryCallState) -> float:
     error = state.outcome.exception() if state.outcome else None
     if isinstance(error, ThrottlingException) and error.retry_after:
         return min(float(error.retry_after) / 1000, 60.0)
-    return wait_exponential_jitter(initial=0.5, max=20)(state)
+    return _OPENAPI_WAIT(state)
 
 
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return "no answer"
+    if _is_timeout(error):
+        return "no answer in time"
     code = getattr(error, "code", None)
     return f"{type(error).__name__} {code}" if code else type(error).__name__
+
+
+def _is_timeout(error: BaseException) -> bool:
+    return getattr(error, "status_code", None) is None and any(
+        word in str(error).lower() for word in ("timed out", "timeout")
+    )
 
 
 def openapi_error_with_fix(
@@ -405,16 +468,25 @@ def openapi_error_with_fix(
         "InvalidCredentials",
     ):
         fix = (
-            f"DataWorks ({where}) rejected the AccessKey {settings.access_key_id!r} of connection {conn_id!r}; "
-            "check access_key_id and access_key_secret in the RAM console"
+            f"DataWorks ({where}) rejected the AccessKey {settings.access_key_id!r} of connection "
+            f"{conn_id!r}; check access_key_id and access_key_secret in the RAM console"
         )
     elif code and str(code).startswith("Forbidden"):
         fix = (
-            f"the AccessKey {settings.access_key_id!r} of connection {conn_id!r} may not do this; grant the RAM "
-            "user access to the workspace (workspace members) or AliyunDataWorksFullAccess"
+            f"the AccessKey {settings.access_key_id!r} of connection {conn_id!r} may not do this; grant "
+            "the RAM user access to the workspace (workspace members) or AliyunDataWorksFullAccess"
         )
-    elif status is None and any(word in str(error).lower() for word in ("connect", "timed out", "timeout")):
-        fix = f"DataWorks OpenAPI at {where} did not answer; check the region or endpoint of connection {conn_id!r}"
+    elif _is_timeout(error):
+        fix = (
+            f"DataWorks OpenAPI at {where} did not answer within {settings.openapi_timeout_seconds:g} s "
+            f"(openapi_timeout_seconds of connection {conn_id!r}), retries included; check the region or "
+            "endpoint of the connection, or raise that timeout"
+        )
+    elif status is None and "connect" in str(error).lower():
+        fix = (
+            f"Cannot connect to DataWorks OpenAPI at {where}; check the region or endpoint of connection "
+            f"{conn_id!r}"
+        )
     else:
         fix = f"DataWorks OpenAPI at {where} failed"
     message = (

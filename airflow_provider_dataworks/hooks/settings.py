@@ -65,13 +65,30 @@ KAFKA_CONFIG_ALLOWLIST = frozenset(
 _FORBIDDEN_HINTS = {
     "plugin.library.paths": "it loads shared libraries into the Airflow process",
     "ssl.engine.location": "it loads an OpenSSL engine into the Airflow process",
+    "ssl.providers": "it loads OpenSSL providers into the Airflow process",
     "enable.ssl.certificate.verification": "it switches TLS certificate checks off",
-    "ssl.key.location": "it reads files from the Airflow host",
-    "ssl.certificate.location": "it reads files from the Airflow host",
-    "ssl.keystore.location": "it reads files from the Airflow host",
-    "sasl.kerberos.keytab": "it reads files from the Airflow host",
+    "ssl.endpoint.identification.algorithm": "it can switch hostname checks off (use ssl_verify_hostname)",
     "sasl.kerberos.kinit.cmd": "it runs a command on the Airflow host",
+    "sasl.oauthbearer.token.endpoint.url": "it sends credentials to a URL of its own",
+    "on_commit": "it names a callback",
+    "on_delivery": "it names a callback",
+    "logger": "it names a callback",
 }
+
+
+def _refusal_reason(key: str) -> str | None:
+    """Return why a librdkafka setting may not come from a connection, or ``None`` if nothing is known."""
+    name = key.strip().lower()
+    if name in _FORBIDDEN_HINTS:
+        return _FORBIDDEN_HINTS[name]
+    if name.endswith(("_cb", ".cb")) or name.startswith("on_"):
+        return "it names a callback"
+    if "library" in name or "plugin" in name or "engine" in name:
+        return "it loads code into the Airflow process"
+    if name.endswith((".location", ".directory", ".keytab", ".file", ".path", ".paths")):
+        return "it reads files from the Airflow host"
+    return None
+
 
 _PEM_MARKER = "-----BEGIN"
 
@@ -105,6 +122,7 @@ class DataWorksConnectionSettings(BaseModel):
     endpoint: str | None = None
     protocol: Literal["https", "http"] = "https"
     project_env: Literal["PROD", "DEV"] = "PROD"
+    extension_code: str | None = None
     openapi_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("bootstrap_servers", "topic", "consumer_group", "ssl_ca", "endpoint", "access_key_id")
@@ -138,8 +156,8 @@ class DataWorksConnectionSettings(BaseModel):
         if not isinstance(value, Mapping):
             raise ValueError("kafka_config must be a JSON object of librdkafka settings")
         for key in value:
-            if key in _FORBIDDEN_HINTS or key.endswith("_cb") or key.endswith(".cb"):
-                reason = _FORBIDDEN_HINTS.get(key, "it names a callback")
+            reason = _refusal_reason(str(key))
+            if reason is not None:
                 raise ValueError(
                     f"kafka_config key {key!r} is refused because {reason}; "
                     "set it from DAG code through DataWorksHook(kafka_overrides=...) if you really need it"
@@ -151,13 +169,36 @@ class DataWorksConnectionSettings(BaseModel):
                 )
         return dict(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _client_settings_only_in_kafka_config(cls, data: Any) -> Any:
+        # Extras that are not fields are dropped; a librdkafka key or callback among them is refused
+        # instead, so that nobody believes it took effect (and nobody gets it through by accident).
+        if not isinstance(data, Mapping):
+            return data
+        for key in data:
+            if key in cls.model_fields:
+                continue
+            reason = _refusal_reason(str(key))
+            if reason is not None:
+                raise ValueError(
+                    f"extra key {key!r} is refused because {reason}; a connection passes Kafka settings "
+                    "only through kafka_config, and only allowlisted tuning keys"
+                )
+            if "." in str(key):
+                raise ValueError(
+                    f"extra key {key!r} looks like a librdkafka setting but is not a field of a dataworks "
+                    "connection; put allowlisted tuning keys into kafka_config"
+                )
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> DataWorksConnectionSettings:
         if self.ssl_ca and not self.ssl_ca.startswith(_PEM_MARKER) and not os.path.isfile(self.ssl_ca):
             raise ValueError(
-                f"CA certificate file {self.ssl_ca!r} does not exist on this host; copy the ApsaraMQ for Kafka "
-                "CA file there, or paste its PEM text (starting with -----BEGIN CERTIFICATE-----) into the "
-                "connection's ssl_ca field"
+                f"CA certificate file {self.ssl_ca!r} does not exist on this host; copy the ApsaraMQ for "
+                "Kafka CA file there, or paste its PEM text (starting with -----BEGIN CERTIFICATE-----) into "
+                "the connection's ssl_ca field"
             )
         return self
 
@@ -201,12 +242,13 @@ class DataWorksConnectionSettings(BaseModel):
         """Fail with the fix when the connection has no Kafka bootstrap servers."""
         if not self.bootstrap_servers:
             raise DataWorksConnectionConfigError(
-                f"Connection {conn_id!r} has no Kafka bootstrap servers: put them (host:port, comma-separated, "
-                "from the DataWorks OpenEvent or ApsaraMQ for Kafka console) into the connection's Host field"
+                f"Connection {conn_id!r} has no Kafka bootstrap servers: put them (host:port, "
+                "comma-separated, from the DataWorks OpenEvent or ApsaraMQ for Kafka console) into the "
+                "connection's Host field"
             )
 
     def require_topic(self, conn_id: str, topic: str | None) -> str:
-        """Return the topic to read, failing with the fix when neither the task nor the connection names one."""
+        """Return the topic to read; fail with the fix when neither the task nor the connection names one."""
         chosen = topic or self.topic
         if not chosen:
             raise DataWorksConnectionConfigError(

@@ -138,19 +138,28 @@ def test_check_result_warn_for_operation_center_and_unknown_results_are_refused(
 
 
 def test_verdict_operator_checks_static_arguments_when_the_dag_is_parsed():
+    with pytest.raises(TypeError, match="extension_code"):
+        DataWorksExtensionVerdictOperator(task_id="v", message_id="m", check_result="OK")
     with pytest.raises(ValueError, match="check_result must be one of"):
-        DataWorksExtensionVerdictOperator(task_id="v", message_id="m", check_result="maybe")
+        DataWorksExtensionVerdictOperator(
+            task_id="v", message_id="m", check_result="maybe", extension_code="x"
+        )
     with pytest.raises(ValueError, match="api must be one of"):
-        DataWorksExtensionVerdictOperator(task_id="v", message_id="m", check_result="OK", api="Whatever")
+        DataWorksExtensionVerdictOperator(
+            task_id="v", message_id="m", check_result="OK", extension_code="x", api="Whatever"
+        )
     with pytest.raises(ValueError, match="needs event="):
-        DataWorksExtensionVerdictOperator(task_id="v", check_result="OK")
+        DataWorksExtensionVerdictOperator(task_id="v", check_result="OK", extension_code="x")
     with pytest.raises(TypeError, match="keyword arguments"):
-        DataWorksExtensionVerdictOperator("v", check_result="OK")
+        DataWorksExtensionVerdictOperator("v", check_result="OK", extension_code="x")
 
 
 def test_verdict_operator_leaves_a_templated_check_result_for_execute():
     verdict = DataWorksExtensionVerdictOperator(
-        task_id="v", message_id="m", check_result="{{ ti.xcom_pull('check')['check_result'] }}"
+        task_id="v",
+        message_id="m",
+        check_result="{{ ti.xcom_pull('check')['check_result'] }}",
+        extension_code="{{ params.extension_code }}",
     )
 
     assert verdict.dataworks_conn_id == "dataworks_default"
