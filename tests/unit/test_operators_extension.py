@@ -138,8 +138,6 @@ def test_check_result_warn_for_operation_center_and_unknown_results_are_refused(
 
 
 def test_verdict_operator_checks_static_arguments_when_the_dag_is_parsed():
-    with pytest.raises(TypeError, match="extension_code"):
-        DataWorksExtensionVerdictOperator(task_id="v", message_id="m", check_result="OK")
     with pytest.raises(ValueError, match="check_result must be one of"):
         DataWorksExtensionVerdictOperator(
             task_id="v", message_id="m", check_result="maybe", extension_code="x"
@@ -152,6 +150,25 @@ def test_verdict_operator_checks_static_arguments_when_the_dag_is_parsed():
         DataWorksExtensionVerdictOperator(task_id="v", check_result="OK", extension_code="x")
     with pytest.raises(TypeError, match="keyword arguments"):
         DataWorksExtensionVerdictOperator("v", check_result="OK", extension_code="x")
+
+
+def test_verdict_operator_without_extension_code_anywhere_names_both_places(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DW_NO_CODE", '{"conn_type": "dataworks", "extra": {"access_key_id": "ak"}}'
+    )
+    verdict = DataWorksExtensionVerdictOperator(
+        task_id="v",
+        message_id="m",
+        workspace_id=1,
+        event_type="deploy-file",
+        check_result="OK",
+        dataworks_conn_id="dw_no_code",
+    )
+
+    with pytest.raises(
+        ValueError, match=r"pass extension_code= or set the extension_code field of connection"
+    ):
+        verdict.execute({})
 
 
 def test_verdict_operator_leaves_a_templated_check_result_for_execute():
