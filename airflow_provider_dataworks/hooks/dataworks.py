@@ -16,6 +16,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    stop_when_event_set,
     wait_exponential_jitter,
 )
 
@@ -104,6 +105,7 @@ class DataWorksHook(BaseHook):
         self.kafka_overrides = dict(kafka_overrides or {})
         self._settings = settings
         self._openapi_client: OpenAPIClient | None = None
+        self._openapi_cancelled = threading.Event()
 
     @property
     def settings(self) -> DataWorksConnectionSettings:
@@ -172,7 +174,7 @@ class DataWorksHook(BaseHook):
         config = self.kafka_config()
         config.update(
             {
-                "group.id": group_id or self.settings.consumer_group or "airflow-dataworks",
+                "group.id": group_id or self.settings.consumer_group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
@@ -219,7 +221,11 @@ class DataWorksHook(BaseHook):
 
         # A metadata request for one topic would create it on brokers that allow auto-creation.
         admin = self.get_admin_client(
-            **{"socket.timeout.ms": int(timeout * 1000), "error_cb": collect, "allow.auto.create.topics": False}
+            **{
+                "socket.timeout.ms": int(timeout * 1000),
+                "error_cb": collect,
+                "allow.auto.create.topics": False,
+            }
         )
         try:
             metadata = admin.list_topics(topic=topic, timeout=timeout)
@@ -277,7 +283,8 @@ class DataWorksHook(BaseHook):
         Call the OpenAPI with retries on throttling, 5xx answers and timeouts.
 
         Throttled calls wait as long as DataWorks asks (``x-acs-retry-after``); other retryable
-        failures back off exponentially with jitter.
+        failures back off exponentially with jitter. Each attempt waits at most the connection's
+        ``openapi_timeout_seconds`` for an answer. After :meth:`cancel_openapi_calls` no attempt starts.
 
         :param api: the operation name, used in errors (``GetInstance``).
         :param call: a no-argument function doing the SDK call.
@@ -288,7 +295,12 @@ class DataWorksHook(BaseHook):
         retrying = Retrying(
             retry=retry_if_exception(_is_retryable),
             wait=_wait_for_retry,
-            stop=stop_after_attempt(max_attempts) | stop_after_delay(max_seconds),
+            stop=(
+                stop_after_attempt(max_attempts)
+                | stop_after_delay(max_seconds)
+                | stop_when_event_set(self._openapi_cancelled)
+            ),
+            sleep=self._openapi_cancelled.wait,
             before_sleep=lambda state: self.log.warning(
                 "DataWorks %s failed (%s, attempt %d of %d); retrying in %.1f s",
                 api,
@@ -306,6 +318,15 @@ class DataWorksHook(BaseHook):
 
         check_openapi_success(api, response)
         return response
+
+    def cancel_openapi_calls(self) -> None:
+        """
+        Stop the retries of this hook's OpenAPI calls, for a trigger that stops waiting.
+
+        Calls run on pool threads that a cancelled trigger does not wait for; without this they would
+        go on retrying for minutes. An attempt already sent still ends at its timeout.
+        """
+        self._openapi_cancelled.set()
 
     def test_connection(self) -> tuple[bool, str]:
         """

@@ -92,6 +92,9 @@ def _refusal_reason(key: str) -> str | None:
 
 _PEM_MARKER = "-----BEGIN"
 
+DEFAULT_CONSUMER_GROUP = "airflow-dataworks"
+"""The consumer group of a connection that names none."""
+
 
 class DataWorksConnectionSettings(BaseModel):
     """
@@ -112,7 +115,7 @@ class DataWorksConnectionSettings(BaseModel):
     ssl_ca: str | None = None
     ssl_verify_hostname: bool = True
     topic: str | None = None
-    consumer_group: str | None = None
+    consumer_group: str = DEFAULT_CONSUMER_GROUP
     kafka_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     access_key_id: str | None = None
@@ -125,7 +128,12 @@ class DataWorksConnectionSettings(BaseModel):
     extension_code: str | None = None
     openapi_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
-    @field_validator("bootstrap_servers", "topic", "consumer_group", "ssl_ca", "endpoint", "access_key_id")
+    @field_validator("consumer_group", mode="before")
+    @classmethod
+    def _default_group(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) and value.strip() else DEFAULT_CONSUMER_GROUP
+
+    @field_validator("bootstrap_servers", "topic", "ssl_ca", "endpoint", "access_key_id")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() if value and value.strip() else None
