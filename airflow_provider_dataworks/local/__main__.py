@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     instance.add_argument("--node", type=int, required=True, help="node id (demo: 700000001, 700000002)")
     instance.add_argument("--status", required=True, help="status name (e.g. SUCCESS, FAILURE) or code")
     instance.add_argument("--workspace", type=int, default=None, help="workspace id the node must be in")
-    instance.add_argument("--bizdate", default=None, help="business date, YYYY-MM-DD (default: yesterday)")
+    instance.add_argument(
+        "--bizdate", default=None, help="business date, YYYY-MM-DD (default: yesterday in Asia/Shanghai)"
+    )
     instance.set_defaults(handler=_publish, route="publish/instance")
     node = kinds.add_parser("node", help="a node change")
     node.add_argument("--node", type=int, required=True, help="node id")
@@ -112,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     file = kinds.add_parser("file", help="a file change (commit-file, deploy-file, ...)")
     file.add_argument("--file", type=int, required=True, help="file id (demo: 500000001, 500000002)")
     file.add_argument("--event-type", default=None, help="e.g. commit-file, deploy-file")
+    file.add_argument(
+        "--extension-point",
+        dest="extension",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="publish the extension-point copy, which holds the operation until a verdict arrives",
+    )
     file.set_defaults(handler=_publish, route="publish/file")
     table = kinds.add_parser("table", help="a table change (commit-table, deploy-table)")
     table.add_argument("--workspace", type=int, required=True, help="workspace id")
@@ -183,6 +192,7 @@ _PUBLISH_FIELDS = {
     "table": "table",
     "value": "value",
     "key": "key",
+    "extension": "extension",
 }
 
 

@@ -112,6 +112,7 @@ def build_connection(
     if listener == "sasl_ssl":
         connection.update(
             host=broker.sasl_ssl_bootstrap,
+            port=broker.sasl_ssl_port,
             login=broker.sasl_username,
             password=broker.sasl_password,
         )
@@ -122,7 +123,7 @@ def build_connection(
             "ssl_verify_hostname": True,
         }
     else:
-        connection["host"] = broker.plaintext_bootstrap
+        connection.update(host=broker.plaintext_bootstrap, port=broker.plaintext_port)
         extra = {"security_protocol": "PLAINTEXT"}
     extra.update(topic=topic, consumer_group=consumer_group)
     if emulator_endpoint is not None:
