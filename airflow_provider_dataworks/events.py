@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 Envelope = Literal["legacy", "cloudevents", "function-compute", "message-type"]
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""The largest record value :func:`parse` accepts. DataWorks events are a few KB; a bigger record
+is not one of them, and would otherwise travel whole into trigger payloads, XCom and asset events."""
 
 
 class MalformedEventError(ValueError):
@@ -315,15 +320,23 @@ def parse(value: bytes | str | Mapping[str, Any] | None) -> DataWorksEvent:
     Parse a Kafka record value into a :class:`DataWorksEvent`.
 
     :param value: the record value: UTF-8 JSON bytes or text, or an already decoded object.
-    :raises MalformedEventError: when the value is empty, not JSON, not a JSON object, or no known
-        envelope.
+    :raises MalformedEventError: when the value is empty, larger than :data:`MAX_EVENT_BYTES`, not
+        strict JSON, not a JSON object, no known envelope, or an envelope whose fields cannot be read.
     """
     message = _decode(value)
 
-    if "specversion" in message and isinstance(message.get("data"), Mapping):
-        return _from_cloudevent(message)
-    if isinstance(message.get("messageBody"), Mapping):
-        return _from_flat(message)
+    try:
+        if "specversion" in message and isinstance(message.get("data"), Mapping):
+            return _from_cloudevent(message)
+        if isinstance(message.get("messageBody"), Mapping):
+            return _from_flat(message)
+    except MalformedEventError:
+        raise
+    # Whatever a producer put into the fields, one bad record must not stop the reader that meets it.
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:
+        raise MalformedEventError(
+            f"a DataWorks envelope whose fields cannot be read ({type(error).__name__}: {_short(error)})"
+        ) from None
     raise MalformedEventError(
         "not a DataWorks envelope: expected CloudEvents keys (specversion, type, data) or legacy keys "
         f"(messageId, eventType, messageBody); got keys {sorted(message)[:10]}"
@@ -336,14 +349,38 @@ def _decode(value: bytes | str | Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
 
+    size = len(value.encode("utf-8") if isinstance(value, str) else value)
+    if size > MAX_EVENT_BYTES:
+        raise MalformedEventError(
+            f"value is {size} bytes, more than the {MAX_EVENT_BYTES} a DataWorks event can be"
+        )
     try:
         text = value.decode("utf-8") if isinstance(value, bytes | bytearray) else value
-        message = json.loads(text)
+        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MalformedEventError(f"value is not UTF-8 JSON ({error})") from None
+    except RecursionError:
+        raise MalformedEventError("value is JSON nested too deeply to be a DataWorks event") from None
     if not isinstance(message, dict):
         raise MalformedEventError(f"value is JSON but not an object (a {type(message).__name__})")
     return message
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; kept, they would break the JSON columns the payload ends up in.
+    raise MalformedEventError(f"value is not strict JSON (it holds {name})")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise MalformedEventError(f"value is not strict JSON (it holds {text}, beyond a float's range)")
+    return number
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _from_cloudevent(message: dict[str, Any]) -> DataWorksEvent:
@@ -491,15 +528,16 @@ def _status(value: Any) -> InstanceStatus | None:
 
 
 def _parse_time(value: Any) -> datetime | None:
-    if value in (None, ""):
+    if value in (None, "") or isinstance(value, bool):
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    text = str(value).strip()
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
     try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        text = str(value).strip()
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
+        # A time no calendar holds (year 10000, epoch ms beyond the platform's range): unknown.
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from airflow_provider_dataworks.events import DataWorksEvent, InstanceStatus, canonical_event_type
 
 EventPredicate = Callable[[DataWorksEvent], bool]
+
+log = logging.getLogger(__name__)
 
 
 class PredicateImportError(ImportError):
@@ -39,7 +42,8 @@ class EventFilter(BaseModel):
     :param operators: ids of the users who did the operation.
     :param extension_point: ``True`` for extension-point events only, ``False`` for regular ones.
     :param predicate: dotted path to a callable ``(DataWorksEvent) -> bool`` in an installed module
-        (not a DAG file: the triggerer cannot import those).
+        (not a DAG file: the triggerer cannot import those). An exception it raises on an event is
+        logged as a warning and counts as "no match".
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -147,7 +151,22 @@ class EventFilter(BaseModel):
             return False
         if self.extension_point is not None and event.extension_point != self.extension_point:
             return False
-        return self._predicate is None or bool(self._predicate(event))
+        return self._predicate is None or self._ask_predicate(self._predicate, event)
+
+    def _ask_predicate(self, predicate: EventPredicate, event: DataWorksEvent) -> bool:
+        # The predicate is user code running in a reader that many triggers share: an exception on
+        # one event counts as "no match" for this filter instead of stopping every waiting trigger.
+        try:
+            return bool(predicate(event))
+        except Exception as error:
+            log.warning(
+                "Event filter predicate %s raised %s on event %s (%s); treating the event as not matching",
+                self.predicate,
+                type(error).__name__,
+                event.message_id,
+                event.event_type,
+            )
+            return False
 
 
 def _as_list(value: Any) -> list[Any]:

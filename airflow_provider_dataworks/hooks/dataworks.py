@@ -37,12 +37,17 @@ T = TypeVar("T")
 _kafka_log = logging.getLogger("airflow_provider_dataworks.kafka")
 
 
+class DataWorksKafkaUnreachableError(DataWorksKafkaError):
+    """No Kafka broker answered: a wrong host or port, or brokers that are down (waiting may fix it)."""
+
+
 class _RepeatFilter(logging.Filter):
     """
     Let one librdkafka line of each kind through per window, and count the ones held back.
 
     While brokers are down librdkafka reports every reconnect attempt, many a second; the first
-    line says what happened, the rest would only bury the task log.
+    line says what happened, the rest would only bury the task log. Connection failures (facility
+    ``FAIL``) come as warnings: librdkafka retries them itself, and the reader decides what is fatal.
     """
 
     _VARIABLE = re.compile(r"\(after \d+ms in state \w+[^)]*\)|#(?:consumer|producer|admin)-\d+|\d+")
@@ -67,6 +72,8 @@ class _RepeatFilter(logging.Filter):
         if held:
             record.msg = f"{record.getMessage()} (and {held} more like it in the last {self.window:.0f} s)"
             record.args = ()
+        if record.levelno > logging.WARNING and record.getMessage().startswith("FAIL "):
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
 
@@ -300,7 +307,7 @@ class DataWorksHook(BaseHook):
                 | stop_after_delay(max_seconds)
                 | stop_when_event_set(self._openapi_cancelled)
             ),
-            sleep=self._openapi_cancelled.wait,
+            sleep=self._sleep_unless_cancelled,
             before_sleep=lambda state: self.log.warning(
                 "DataWorks %s failed (%s, attempt %d of %d); retrying in %.1f s",
                 api,
@@ -318,6 +325,9 @@ class DataWorksHook(BaseHook):
 
         check_openapi_success(api, response)
         return response
+
+    def _sleep_unless_cancelled(self, seconds: float) -> None:
+        self._openapi_cancelled.wait(seconds)
 
     def cancel_openapi_calls(self) -> None:
         """
@@ -426,7 +436,7 @@ def kafka_error_with_fix(
         KafkaError._TIMED_OUT,
         KafkaError._RESOLVE,
     ):
-        return DataWorksKafkaError(
+        return DataWorksKafkaUnreachableError(
             f"Cannot reach Kafka at {servers} ({text}); check the Host field of connection {conn_id!r}, "
             "the security protocol (ApsaraMQ: SASL_SSL on port 9093) and the network path from Airflow"
         )

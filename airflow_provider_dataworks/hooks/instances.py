@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -179,7 +180,7 @@ def list_instances(hook: DataWorksHook, target: InstanceTarget) -> list[Instance
             page_number=page,
             page_size=_PAGE_SIZE,
         )
-        response = hook.call_openapi("ListInstances", lambda request=request: client.list_instances(request))
+        response = hook.call_openapi("ListInstances", functools.partial(client.list_instances, request))
         data = response.body.data
         batch = [_info(item) for item in (data.instances or [])] if data else []
         instances.extend(item for item in batch if target.accepts(item))

@@ -7,16 +7,21 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_dataworks.exceptions import DataWorksError
 from airflow_provider_dataworks.filters import EventFilter
-from airflow_provider_dataworks.hooks.dataworks import DataWorksHook
+from airflow_provider_dataworks.hooks.dataworks import DataWorksHook, DataWorksKafkaUnreachableError
+from airflow_provider_dataworks.hooks.instances import epoch_ms_now
 from airflow_provider_dataworks.triggers.event import DataWorksEventTrigger
 from airflow_provider_dataworks.triggers.reader import EventReader, to_epoch_ms
 
 # A poke reads what the topic held when it began, for at most this long, then returns.
 _POKE_READ_SECONDS = 60.0
+# A start time less than this ahead of the clock is read as "now" (clocks of hosts differ).
+_FUTURE_TOLERANCE_MS = 1_000
 
 
 class DataWorksEventSensor(BaseSensorOperator):
@@ -32,6 +37,25 @@ class DataWorksEventSensor(BaseSensorOperator):
     "timestamp_iso"}}``; ``event`` is :meth:`DataWorksEvent.to_dict` (typed fields, the payload and
     the raw message).
 
+    Where reading starts: in every partition, at the first record whose timestamp is at or after
+    ``start_time`` (Kafka gets it in milliseconds since the epoch, whatever form it was given in).
+
+    * A start time in the future: the task first waits until then (deferred on a timer, holding no
+      Kafka consumer; in poke mode, pokes before it return at once), then waits for events from then
+      on. An event published before the start time is not taken.
+    * A start time older than the topic's retention: reading starts at the oldest record Kafka still
+      keeps, and a warning names each partition where records after the start time may have been
+      deleted, so lost.
+    * The same event delivered twice (one message id at two offsets) ends the wait once: the first
+      matching record is returned, later ones are not read.
+    * Records that are no DataWorks event (not JSON, empty, larger than 1 MiB, an unknown envelope)
+      are skipped with one warning each, naming topic, partition and offset.
+    * Kafka brokers that stop answering while the task waits are waited for (logged when they stop
+      and when they are back); brokers unreachable when reading starts fail the task after 15 s, so
+      that a wrong host shows at once (task retries ride out an outage). A refused login, a failed
+      TLS handshake, an unknown, refused or deleted topic fail the task with a message naming the
+      cause and the fix.
+
     .. note::
         Events carry no business date. To wait for the instance of one business date, use
         :class:`~airflow_provider_dataworks.sensors.instance.DataWorksInstanceSensor`, which also asks
@@ -46,7 +70,9 @@ class DataWorksEventSensor(BaseSensorOperator):
     :param event_filter: further conditions as an :class:`EventFilter` or its dict; the lists above
         are added to it.
     :param topic: the Kafka topic; defaults to the connection's (templated).
-    :param start_time: where to start reading: datetime, ISO text or epoch ms (templated).
+    :param start_time: where to start reading: datetime (naive is UTC), ISO-8601 text, or epoch
+        milliseconds (numbers below 10^11 are read as seconds); by default when the task instance
+        started (templated).
     :param deferrable: defer to the triggerer (default) or poke from the worker.
     :param poll_timeout: seconds one Kafka poll may wait.
     """
@@ -118,6 +144,25 @@ class DataWorksEventSensor(BaseSensorOperator):
             return super().execute(context)
 
         start_ms = self.start_time_ms(context)
+        if start_ms > epoch_ms_now() + _FUTURE_TOLERANCE_MS:
+            moment = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc)
+            self.log.info("Start time %s is in the future; waiting for it before reading Kafka", moment)
+            self.defer(
+                trigger=DateTimeTrigger(moment=moment),
+                method_name="execute_at_start_time",
+                timeout=timedelta(seconds=self.timeout) if self.timeout else None,
+            )
+        self._defer_to_trigger(
+            event_filter, start_ms, timedelta(seconds=self.timeout) if self.timeout else None
+        )
+
+    def execute_at_start_time(self, context: Context, event: Any = None) -> None:
+        """Resume when a future start time has come, and wait for events from then on."""
+        self._defer_to_trigger(
+            self.build_filter(), self.start_time_ms(context), self._remaining_timeout(context)
+        )
+
+    def _defer_to_trigger(self, event_filter: EventFilter, start_ms: int, timeout: timedelta | None) -> None:
         self.log.info(
             "Deferring until a DataWorks event matches %s (from %d ms)", event_filter.to_dict(), start_ms
         )
@@ -129,12 +174,36 @@ class DataWorksEventSensor(BaseSensorOperator):
                 start_time=start_ms,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout) if self.timeout else None,
+            timeout=timeout,
         )
+
+    def _remaining_timeout(self, context: Context) -> timedelta | None:
+        """Return what is left of ``timeout`` since the task instance started (kept across deferrals)."""
+        if not self.timeout:
+            return None
+        started = getattr(context.get("ti"), "start_date", None)
+        if started is None:
+            return timedelta(seconds=self.timeout)
+        left = self.timeout - (datetime.now(tz=timezone.utc) - started).total_seconds()
+        if left <= 0:
+            raise AirflowSensorTimeout(f"Sensor timed out: {self.timeout:.0f} s passed before its start time")
+        return timedelta(seconds=left)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Read what the topic holds now, from where the last poke stopped, and look for a match."""
         event_filter = self.build_filter()
+        if self._positions is None and self.start_time_ms(context) > epoch_ms_now() + _FUTURE_TOLERANCE_MS:
+            return PokeReturnValue(is_done=False)
+        try:
+            return self._read_for_a_match(context, event_filter)
+        except DataWorksKafkaUnreachableError as error:
+            # The first poke proves the settings; later ones wait out brokers that went away.
+            if self._positions is None:
+                raise
+            self.log.warning("Kafka cannot be reached; trying again at the next poke: %s", error)
+            return PokeReturnValue(is_done=False)
+
+    def _read_for_a_match(self, context: Context, event_filter: EventFilter) -> PokeReturnValue:
         hook = DataWorksHook(self.dataworks_conn_id)
         reader = EventReader(hook, hook.settings.require_topic(self.dataworks_conn_id, self.topic))
         try:

@@ -43,6 +43,14 @@ class DataWorksInstanceSensor(BaseSensorOperator):
     task ask again, so a rerun that succeeds lets a retry pass); leave ``FAILURE`` out of
     ``failure_statuses`` to keep waiting through DataWorks' automatic reruns instead.
 
+    Faults: events are read from ``event_overlap`` before the first OpenAPI question (in epoch
+    milliseconds, as Kafka wants them); if the topic's retention already deleted records from then,
+    reading starts at the oldest record kept, with a warning, and the OpenAPI checks cover the gap.
+    The same event delivered twice counts once (by message id). OpenAPI calls that get no answer
+    within the connection's ``openapi_timeout_seconds``, are throttled or fail with a 5xx are
+    retried with backoff, off the triggerer's event loop; a rejected AccessKey or a workspace the
+    AccessKey cannot see fails the task with a message naming the fix.
+
     Returns as XCom ``{"instances": [{"instance_id", "node_id", "node_name", "status",
     "business_date", "cycle_time"}], "source": "openapi" | "event"}``.
 
@@ -117,13 +125,15 @@ class DataWorksInstanceSensor(BaseSensorOperator):
 
     def build_target(self) -> InstanceTarget:
         """Return the instance(s) this task waits for, from the rendered arguments."""
-        return InstanceTarget(
-            instance_id=_optional_int(self.instance_id),
-            workspace_id=_optional_int(self.workspace_id),
-            node_id=_optional_int(self.dataworks_node_id),
-            business_date=self.business_date,
-            cycle_time=self.cycle_time,
-            timezone=self.timezone,
+        return InstanceTarget.model_validate(
+            {
+                "instance_id": _optional_int(self.instance_id),
+                "workspace_id": _optional_int(self.workspace_id),
+                "node_id": _optional_int(self.dataworks_node_id),
+                "business_date": self.business_date,
+                "cycle_time": self.cycle_time,
+                "timezone": self.timezone,
+            }
         )
 
     def _settle(

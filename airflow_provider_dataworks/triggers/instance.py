@@ -84,16 +84,21 @@ class DataWorksInstanceTrigger(BaseTrigger):
 
     def _event_filter(self) -> EventFilter:
         if self.target.instance_id is not None:
-            return EventFilter(event_types=[INSTANCE_STATUS_CHANGES], instance_ids=[self.target.instance_id])
-        return EventFilter(
-            event_types=[INSTANCE_STATUS_CHANGES],
-            workspace_ids=[self.target.workspace_id],
-            node_ids=[self.target.node_id],
+            return EventFilter.from_dict(
+                {"event_types": [INSTANCE_STATUS_CHANGES], "instance_ids": [self.target.instance_id]}
+            )
+        return EventFilter.from_dict(
+            {
+                "event_types": [INSTANCE_STATUS_CHANGES],
+                "workspace_ids": [self.target.workspace_id],
+                "node_ids": [self.target.node_id],
+            }
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait on events and periodic OpenAPI checks until the instances settle."""
         subscription: Subscription | None = None
+        hook: DataWorksHook | None = None
         try:
             settings = await DataWorksHook.aget_settings(self.dataworks_conn_id)
             hook = DataWorksHook(self.dataworks_conn_id, settings=settings)
@@ -134,6 +139,8 @@ class DataWorksInstanceTrigger(BaseTrigger):
             self.log.error("Stopped waiting for %s: %s", self.target.describe(), error)
             yield TriggerEvent({"status": "error", "message": str(error), "instances": [], "source": "error"})
         finally:
+            if hook is not None:
+                hook.cancel_openapi_calls()
             if subscription is not None:
                 subscription.close()
 
