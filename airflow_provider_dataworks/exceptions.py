@@ -17,6 +17,10 @@ class DataWorksKafkaError(DataWorksError):
     """Kafka refused or failed an operation in a way that waiting will not fix."""
 
 
+class DataWorksKafkaUnreachableError(DataWorksKafkaError):
+    """No Kafka broker answered: a wrong host or port, or brokers that are down (waiting may fix it)."""
+
+
 class DataWorksOpenAPIError(DataWorksError):
     """
     A DataWorks OpenAPI call failed.

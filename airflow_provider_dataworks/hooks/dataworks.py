@@ -23,6 +23,7 @@ from tenacity import (
 from airflow_provider_dataworks.exceptions import (
     DataWorksConnectionConfigError,
     DataWorksKafkaError,
+    DataWorksKafkaUnreachableError,
     DataWorksOpenAPIError,
 )
 from airflow_provider_dataworks.hooks.settings import DataWorksConnectionSettings
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _kafka_log = logging.getLogger("airflow_provider_dataworks.kafka")
-
-
-class DataWorksKafkaUnreachableError(DataWorksKafkaError):
-    """No Kafka broker answered: a wrong host or port, or brokers that are down (waiting may fix it)."""
 
 
 class _RepeatFilter(logging.Filter):

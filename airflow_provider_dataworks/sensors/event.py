@@ -11,9 +11,9 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_dataworks.exceptions import DataWorksError
+from airflow_provider_dataworks.exceptions import DataWorksError, DataWorksKafkaUnreachableError
 from airflow_provider_dataworks.filters import EventFilter
-from airflow_provider_dataworks.hooks.dataworks import DataWorksHook, DataWorksKafkaUnreachableError
+from airflow_provider_dataworks.hooks.dataworks import DataWorksHook
 from airflow_provider_dataworks.hooks.instances import epoch_ms_now
 from airflow_provider_dataworks.triggers.event import DataWorksEventTrigger
 from airflow_provider_dataworks.triggers.reader import EventReader, to_epoch_ms
