@@ -150,7 +150,16 @@ class DataWorksInstanceTrigger(BaseTrigger):
             return False
         if not state.knows(event.instance_id):
             found = await run_blocking(get_instance, hook, event.instance_id)
-            state.meet(event.instance_id, found)
+            if not state.meet(event.instance_id, found):
+                zone = self.target.timezone
+                self.log.info(
+                    "Ignoring events of instance %s: it is %s, not one of %s",
+                    event.instance_id,
+                    f"node {found.node_id}, business date {found.business_date(zone)}"
+                    if found
+                    else "unknown",
+                    self.target.describe(),
+                )
         changed = state.update(event.instance_id, event.status, _modify_time(event.payload))
         if changed:
             self.log.info(
@@ -212,11 +221,13 @@ class _InstanceState:
     def knows(self, instance_id: int) -> bool:
         return instance_id in self._instances or instance_id in self._strangers
 
-    def meet(self, instance_id: int, found: InstanceInfo | None) -> None:
+    def meet(self, instance_id: int, found: InstanceInfo | None) -> bool:
+        """Remember an instance met through an event; return whether it is one of the target's."""
         if found is not None and self._target.accepts(found):
             self._instances[instance_id] = found
-        else:
-            self._strangers.add(instance_id)
+            return True
+        self._strangers.add(instance_id)
+        return False
 
     def update(self, instance_id: int, status: InstanceStatus, modify_time: int | None) -> bool:
         known = self._instances.get(instance_id)
