@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 
-.PHONY: install kafka browser demo test unit lint clean
+.PHONY: install kafka browser demo test unit lint bench clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ unit: install
 lint: install
 	$(VENV)/bin/ruff check airflow_provider_dataworks tests example_dags benchmarks
 	$(VENV)/bin/ruff format --check airflow_provider_dataworks tests example_dags benchmarks
+
+# Our trigger against the Kafka provider's AwaitMessageTrigger; writes benchmarks/results/.
+bench: install kafka
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # Debian's Chromium for the connection-form browser test.
 browser:

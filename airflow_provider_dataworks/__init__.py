@@ -115,6 +115,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_dataworks.triggers.event",
                     "airflow_provider_dataworks.triggers.instance",
+                    "airflow_provider_dataworks.triggers.asset",
                 ],
             }
         ],
@@ -138,6 +139,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "queues": ["airflow_provider_dataworks.queues.dataworks.DataWorksMessageQueueProvider"],
         "connection-types": [
             {
                 "connection-type": "dataworks",

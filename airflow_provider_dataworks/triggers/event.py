@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dataworks.exceptions import DataWorksError
 from airflow_provider_dataworks.filters import EventFilter
@@ -15,7 +15,7 @@ from airflow_provider_dataworks.triggers.reader import to_epoch_ms
 from airflow_provider_dataworks.triggers.stream import subscribe
 
 
-class DataWorksEventTrigger(BaseEventTrigger):
+class DataWorksEventTrigger(BaseTrigger):
     """
     Wait until a DataWorks event matching ``event_filter`` arrives on Kafka, then fire once.
 
@@ -28,6 +28,14 @@ class DataWorksEventTrigger(BaseEventTrigger):
     The payload is JSON-safe: ``{"status": "matched", "event": {...}, "record": {"topic",
     "partition", "offset", "timestamp", "timestamp_iso"}}``, or ``{"status": "error", "message"}``
     when Kafka fails in a way waiting will not fix.
+
+    .. note::
+        This trigger is for deferred tasks only, so it is a plain ``BaseTrigger``: an ``AssetWatcher``
+        refuses it when the DAG is parsed. It fires once and commits nothing; a watcher restarted by
+        the triggerer would read again from the same start time and schedule the same event twice,
+        or from the end of the topic and miss events. Event-driven DAGs use
+        :class:`~airflow_provider_dataworks.triggers.asset.DataWorksAssetEventTrigger`, which commits
+        consumer-group offsets once Airflow has stored each asset event.
 
     :param dataworks_conn_id: the ``dataworks`` connection (its id only: no credentials are stored
         with the trigger).

@@ -1,23 +1,28 @@
-"""One Kafka consumer per (connection, topic) per triggerer process, fanning events out to waiting triggers."""
+"""One Kafka consumer per (connection, topic) per triggerer process, fanning events out to triggers."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
+import pickle
+import threading
 import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from airflow_provider_dataworks.exceptions import DataWorksError
+from airflow_provider_dataworks.events import parse
+from airflow_provider_dataworks.exceptions import DataWorksError, DataWorksKafkaError
 from airflow_provider_dataworks.triggers.executor import run_blocking
-from airflow_provider_dataworks.triggers.reader import EventReader, ReceivedEvent
+from airflow_provider_dataworks.triggers.reader import EventReader, ReceivedEvent, RecordInfo
 
 if TYPE_CHECKING:
     from airflow_provider_dataworks.filters import EventFilter
     from airflow_provider_dataworks.hooks.dataworks import DataWorksHook
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How many recent events a stream keeps for triggers that join a little after their start time
 # (a sensor's default start is the moment its task started, seconds before its trigger runs).
@@ -96,7 +101,8 @@ class _Index:
         self._by_field: dict[str, dict[object, set[Subscription]]] = {f: {} for f in self._FIELDS}
         self._everything: set[Subscription] = set()
 
-    def _slot(self, subscription: Subscription) -> tuple[str | None, tuple[object, ...]]:
+    def slot(self, subscription: Subscription) -> tuple[str | None, tuple[object, ...]]:
+        """Return the filter field a subscription is indexed by, and its values (``None``: every event)."""
         for field in self._FIELDS:
             values = getattr(subscription.event_filter, field)
             if values:
@@ -104,7 +110,7 @@ class _Index:
         return None, ()
 
     def add(self, subscription: Subscription) -> None:
-        field, values = self._slot(subscription)
+        field, values = self.slot(subscription)
         if field is None:
             self._everything.add(subscription)
             return
@@ -112,7 +118,7 @@ class _Index:
             self._by_field[field].setdefault(value, set()).add(subscription)
 
     def remove(self, subscription: Subscription) -> None:
-        field, values = self._slot(subscription)
+        field, values = self.slot(subscription)
         if field is None:
             self._everything.discard(subscription)
             return
@@ -124,21 +130,136 @@ class _Index:
                     del self._by_field[field][value]
 
     def candidates(self, item: ReceivedEvent) -> Iterable[Subscription]:
+        """Return the subscriptions that may want ``item``: a superset of those whose filter matches."""
         event = item.event
-        keys: dict[str, Iterable[object]] = {
-            "instance_ids": event.instance_ids,
-            "node_ids": event.node_ids,
-            "file_ids": (event.file_id,),
-            "workspace_ids": (event.workspace_id,),
-            "event_types": (event.event_type,),
+        by_field = self._by_field
+        found: list[Iterable[Subscription]] = []
+        if self._everything:
+            found.append(self._everything)
+        # Most events name one instance, one node and so on: a few dict lookups per event, whatever
+        # the number of subscriptions.
+        if by_field["instance_ids"]:
+            found.extend(by_field["instance_ids"].get(value, ()) for value in event.instance_ids)
+        if by_field["node_ids"]:
+            found.extend(by_field["node_ids"].get(value, ()) for value in event.node_ids)
+        if by_field["file_ids"] and event.file_id is not None:
+            found.append(by_field["file_ids"].get(event.file_id, ()))
+        if by_field["workspace_ids"] and event.workspace_id is not None:
+            found.append(by_field["workspace_ids"].get(event.workspace_id, ()))
+        if by_field["event_types"]:
+            found.append(by_field["event_types"].get(event.event_type, ()))
+        found = [bucket for bucket in found if bucket]
+        if not found:
+            return ()
+        if len(found) == 1:
+            # Copied: a subscription may leave while the stream hands out this event.
+            return list(found[0])
+        return set().union(*found)
+
+
+# A recently read event, kept compact for replay: a plain tuple of (sequence, record timestamp or -1,
+# partition, offset, pickled envelope, instance ids, node ids, file id, workspace id, event type).
+# Holding only bytes, numbers and strings, an exact tuple is untracked by the garbage collector and
+# costs a few hundred bytes; thousands of parsed events would cost megabytes and long collections.
+_Recent = tuple[int, int, int, int, bytes, tuple[int, ...], tuple[int, ...], int | None, int | None, str]
+_SEQUENCE: Final = 0
+_TIMESTAMP: Final = 1
+_PARTITION: Final = 2
+_OFFSET: Final = 3
+_ENVELOPE: Final = 4
+_INSTANCE_IDS: Final = 5
+_NODE_IDS: Final = 6
+_FIELD_POSITIONS = {"instance_ids": 5, "node_ids": 6, "file_ids": 7, "workspace_ids": 8, "event_types": 9}
+
+
+def _compact(item: ReceivedEvent, sequence: int) -> _Recent:
+    event, record = item.event, item.record
+    return (
+        sequence,
+        record.timestamp if record.timestamp is not None else -1,
+        record.partition,
+        record.offset,
+        pickle.dumps(event.raw, protocol=pickle.HIGHEST_PROTOCOL),
+        event.instance_ids,
+        event.node_ids,
+        event.file_id,
+        event.workspace_id,
+        event.event_type,
+    )
+
+
+def _expand(recent: _Recent, topic: str) -> ReceivedEvent:
+    # The envelope was parsed once already and was pickled by this process: it parses again.
+    event = parse(pickle.loads(recent[_ENVELOPE]))
+    timestamp = recent[_TIMESTAMP] if recent[_TIMESTAMP] >= 0 else None
+    return ReceivedEvent(event, RecordInfo(topic, recent[_PARTITION], recent[_OFFSET], timestamp))
+
+
+def _field_values(recent: _Recent, field: str) -> tuple[object, ...]:
+    value = recent[_FIELD_POSITIONS[field]]
+    return value if isinstance(value, tuple) else (value,)
+
+
+class _RecentEvents:
+    """
+    The last ``size`` events a stream read, with instance and node ids indexed.
+
+    A sensor that joins a busy stream replays the few recent events about its instance or node
+    without looking at the thousands of others.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._events: collections.deque[_Recent] = collections.deque()
+        self._by_instance: dict[int, tuple[_Recent, ...]] = {}
+        self._by_node: dict[int, tuple[_Recent, ...]] = {}
+        self._sequence = 0
+
+    def append(self, item: ReceivedEvent) -> int | None:
+        """Keep ``item``; return the record timestamp of the event it pushed out (-1: none known)."""
+        recent = _compact(item, self._sequence)
+        self._sequence += 1
+        self._events.append(recent)
+        _index(self._by_instance, recent[_INSTANCE_IDS], recent)
+        _index(self._by_node, recent[_NODE_IDS], recent)
+        if len(self._events) <= self._size:
+            return None
+
+        oldest = self._events.popleft()
+        _unindex(self._by_instance, oldest[_INSTANCE_IDS])
+        _unindex(self._by_node, oldest[_NODE_IDS])
+        return oldest[_TIMESTAMP]
+
+    def matching(self, field: str | None, values: tuple[object, ...]) -> list[_Recent]:
+        """Return the kept events whose ``field`` holds one of ``values`` (all for ``None``), oldest first."""
+        if field is None:
+            return list(self._events)
+        index = {"instance_ids": self._by_instance, "node_ids": self._by_node}.get(field)
+        if index is None:
+            wanted = frozenset(values)
+            return [recent for recent in self._events if not wanted.isdisjoint(_field_values(recent, field))]
+        found = {
+            recent[_SEQUENCE]: recent
+            for value in values
+            if isinstance(value, int)
+            for recent in index.get(value, ())
         }
-        found: set[Subscription] = set(self._everything)
-        for field, values in keys.items():
-            index = self._by_field[field]
-            if index:
-                for value in values:
-                    found.update(index.get(value, ()))
-        return found
+        return [found[sequence] for sequence in sorted(found)]
+
+
+def _index(index: dict[int, tuple[_Recent, ...]], values: tuple[int, ...], recent: _Recent) -> None:
+    for value in values:
+        index[value] = (*index.get(value, ()), recent)
+
+
+def _unindex(index: dict[int, tuple[_Recent, ...]], values: tuple[int, ...]) -> None:
+    # Called for the oldest event, which is the first of every index entry it is in.
+    for value in values:
+        rest = index[value][1:]
+        if rest:
+            index[value] = rest
+        else:
+            del index[value]
 
 
 class SharedEventStream:
@@ -148,7 +269,8 @@ class SharedEventStream:
     The stream starts at the first subscriber's start time and keeps the most recent events, so a
     trigger whose start time the stream already covers replays them without touching Kafka. A
     trigger that needs older records catches up with a consumer of its own, up to where the
-    stream stood when it joined, and then takes events from the stream.
+    stream stood when it joined, and then takes events from the stream. A trigger without a start
+    time takes events from the moment it joins. The stream stops when its last trigger leaves.
     """
 
     def __init__(self, hook: DataWorksHook, topic: str) -> None:
@@ -156,14 +278,17 @@ class SharedEventStream:
         self.topic = topic
         self._index = _Index()
         self._subscriptions: set[Subscription] = set()
-        self._recent: collections.deque[ReceivedEvent] = collections.deque(maxlen=_RECENT_EVENTS)
+        self._joining = 0
+        self._recent = _RecentEvents(_RECENT_EVENTS)
         self._covered_since: int | None = None
         self._positions: dict[int, int] = {}
         self._reader: EventReader | None = None
+        # Reads, the catch-up and close run on pool threads; the lock keeps a close from racing a
+        # read that a cancelled task left running.
+        self._reader_lock = threading.Lock()
         self._pump: asyncio.Task[None] | None = None
-        self._started = False
+        self._starting: asyncio.Task[None] | None = None
         self._stopping = False
-        self._ready = asyncio.Event()
         self._failure: BaseException | None = None
 
     @property
@@ -171,13 +296,21 @@ class SharedEventStream:
         """How many triggers share this stream now."""
         return len(self._subscriptions)
 
+    @property
+    def is_stopping(self) -> bool:
+        """Whether the stream stops (or stopped) reading; new triggers then start a new stream."""
+        return self._stopping
+
     async def _start(self, start_ms: int | None) -> None:
         try:
             self._reader = await run_blocking(EventReader, self.hook, self.topic)
             self._positions = await run_blocking(self._reader.seek_to_time, start_ms)
         except BaseException as error:
             self._failure = error
-            self._ready.set()
+            self._stopping = True
+            self._unregister()
+            if self._reader is not None:
+                await run_blocking(_locked, self._reader_lock, self._reader.close)
             raise
         self._covered_since = start_ms
         log.info(
@@ -186,36 +319,43 @@ class SharedEventStream:
             self.hook.dataworks_conn_id,
             self._positions,
         )
-        self._pump = asyncio.get_running_loop().create_task(self._run(), name=f"dataworks-stream-{self.topic}")
-        self._ready.set()
+        self._pump = asyncio.get_running_loop().create_task(
+            self._run(), name=f"dataworks-stream-{self.topic}"
+        )
 
     async def join(self, event_filter: EventFilter, start_ms: int | None) -> Subscription:
         """Subscribe a trigger that waits for events matching ``event_filter`` from ``start_ms`` on."""
         subscription = Subscription(self, event_filter)
-        if not self._started:
-            self._started = True
+        first = self._starting is None
+        if self._starting is None:
+            # A task of its own: the first trigger may be cancelled while others wait for the start.
+            self._starting = asyncio.get_running_loop().create_task(
+                self._start(start_ms), name=f"dataworks-stream-start-{self.topic}"
+            )
+            self._starting.add_done_callback(_retrieve_exception)
+
+        # Counted while it waits, so that the stream does not stop under it when the others leave.
+        self._joining += 1
+        try:
+            await asyncio.shield(self._starting)
+            if self._failure is not None:
+                raise self._failure
             self._add(subscription)
-            try:
-                await self._start(start_ms)
-            except BaseException:
-                subscription.close()
-                raise
+        finally:
+            self._joining -= 1
+            if subscription not in self._subscriptions:
+                self._stop_if_unused()
+        if first:
             return subscription
 
-        await self._ready.wait()
-        if self._failure is not None:
-            raise self._failure
         covered = self._covered_since
-        replay = start_ms is None or (covered is not None and start_ms >= covered)
-        join_positions = dict(self._positions)
-        self._add(subscription)
-
-        if replay:
-            for item in self._recent:
-                if start_ms is None or (item.record.timestamp or 0) >= start_ms:
-                    subscription.offer(item)
+        if start_ms is None:
+            return subscription
+        if covered is not None and start_ms >= covered:
+            self._replay(subscription, start_ms)
             return subscription
 
+        join_positions = dict(self._positions)
         subscription.hold()
         try:
             await self._catch_up(subscription, start_ms, join_positions)
@@ -225,14 +365,23 @@ class SharedEventStream:
         subscription.release()
         return subscription
 
+    def _replay(self, subscription: Subscription, start_ms: int) -> None:
+        # Only the recent events of the subscription's index slot are parsed again.
+        for recent in self._recent.matching(*self._index.slot(subscription)):
+            if recent[_TIMESTAMP] >= start_ms:
+                subscription.offer(_expand(recent, self.topic))
+
     def _add(self, subscription: Subscription) -> None:
         self._subscriptions.add(subscription)
         self._index.add(subscription)
 
-    async def _catch_up(self, subscription: Subscription, start_ms: int | None, until: dict[int, int]) -> None:
+    async def _catch_up(
+        self, subscription: Subscription, start_ms: int | None, until: dict[int, int]
+    ) -> None:
         reader = await run_blocking(EventReader, self.hook, self.topic)
+        lock = threading.Lock()
         try:
-            starts = await run_blocking(reader.seek_to_time, start_ms)
+            starts = await run_blocking(_locked, lock, reader.seek_to_time, start_ms)
             log.info(
                 "Catching up on topic %s from offsets %s to %s before joining the shared reader",
                 self.topic,
@@ -240,18 +389,24 @@ class SharedEventStream:
                 until,
             )
             while any(reader.positions.get(p, 0) < end for p, end in until.items()):
-                for item in await run_blocking(reader.read, max_records=_BATCH, timeout=_POLL_SECONDS):
+                batch = await run_blocking(
+                    _locked, lock, reader.read, max_records=_BATCH, timeout=_POLL_SECONDS
+                )
+                for item in batch:
                     if item.record.offset < until.get(item.record.partition, 0):
                         subscription.offer(item)
         finally:
-            await run_blocking(reader.close)
+            await run_blocking(_locked, lock, reader.close)
 
     def leave(self, subscription: Subscription) -> None:
         """Remove a subscription; the reader stops after its current poll when none is left."""
         if subscription in self._subscriptions:
             self._subscriptions.discard(subscription)
             self._index.remove(subscription)
-        if not self._subscriptions:
+        self._stop_if_unused()
+
+    def _stop_if_unused(self) -> None:
+        if not self._subscriptions and not self._joining and not self._stopping:
             self._stopping = True
             self._unregister()
 
@@ -265,30 +420,50 @@ class SharedEventStream:
         reader = self._reader
         try:
             while not self._stopping:
-                batch = await run_blocking(reader.read, max_records=_BATCH, timeout=_POLL_SECONDS)
-                self._dispatch(batch)
-        except DataWorksError as error:
-            log.error("Shared reader of topic %s failed: %s", self.topic, error)
-            self._failure = error
+                self._dispatch(
+                    await run_blocking(
+                        _locked, self._reader_lock, reader.read, max_records=_BATCH, timeout=_POLL_SECONDS
+                    )
+                )
+        except Exception as error:
+            failure = (
+                error
+                if isinstance(error, DataWorksError)
+                else DataWorksKafkaError(f"Reading topic {self.topic!r} failed unexpectedly: {error!r}")
+            )
+            log.error("Shared reader of topic %s failed: %s", self.topic, failure)
+            self._failure = failure
             for subscription in list(self._subscriptions):
-                subscription.fail(error)
+                subscription.fail(failure)
         finally:
             self._stopping = True
             self._unregister()
             self._reader = None
-            await run_blocking(reader.close)
-            log.info("Stopped reading topic %s: no trigger is waiting", self.topic)
+            await run_blocking(_locked, self._reader_lock, reader.close)
+            log.info("Stopped reading topic %s (connection %s)", self.topic, self.hook.dataworks_conn_id)
 
     def _dispatch(self, batch: list[ReceivedEvent]) -> None:
+        recent = self._recent
         for item in batch:
-            if len(self._recent) == self._recent.maxlen:
-                evicted = self._recent[0]
-                self._covered_since = (evicted.record.timestamp or 0) + 1
-            self._recent.append(item)
+            pushed_out = recent.append(item)
+            if pushed_out is not None:
+                self._covered_since = pushed_out + 1
             for subscription in self._index.candidates(item):
                 subscription.offer(item)
-        if self._reader is not None:
+        if batch and self._reader is not None:
             self._positions = dict(self._reader.positions)
+
+
+def _retrieve_exception(task: asyncio.Task[None]) -> None:
+    # Every trigger waiting for the start gets the error; this only keeps asyncio from warning when
+    # none is left to wait.
+    if not task.cancelled():
+        task.exception()
+
+
+def _locked(lock: threading.Lock, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    with lock:
+        return function(*args, **kwargs)
 
 
 async def subscribe(
@@ -300,13 +475,13 @@ async def subscribe(
     :param hook: a hook whose settings are already loaded (the stream never reads connections).
     :param topic: the Kafka topic.
     :param event_filter: which events the caller wants.
-    :param start_ms: the caller's start time in epoch ms (``None``: from now on).
+    :param start_ms: the caller's start time in epoch ms (``None``: from the moment it joins).
     """
     loop = asyncio.get_running_loop()
     streams = _streams.setdefault(loop, {})
     key = (hook.dataworks_conn_id, topic)
     stream = streams.get(key)
-    if stream is None or stream._stopping:
+    if stream is None or stream.is_stopping:
         stream = SharedEventStream(hook, topic)
         streams[key] = stream
     return await stream.join(event_filter, start_ms)

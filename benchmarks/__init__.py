@@ -1,0 +1,1 @@
+"""Benchmarks of the DataWorks triggers against the Kafka provider's AwaitMessageTrigger."""
