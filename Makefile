@@ -51,6 +51,7 @@ unit: install
 lint: install
 	$(VENV)/bin/ruff check airflow_provider_dataworks tests example_dags benchmarks
 	$(VENV)/bin/ruff format --check airflow_provider_dataworks tests example_dags benchmarks
+	$(VENV)/bin/mypy airflow_provider_dataworks
 
 # Our trigger against the Kafka provider's AwaitMessageTrigger; writes benchmarks/results/.
 bench: install kafka

@@ -413,9 +413,9 @@ class DataWorksExtensionVerdictOperator(_ExtensionEventOperator):
         extension_code = str(self.extension_code or hook.settings.extension_code or "").strip()
         if not extension_code:
             raise ValueError(
-                f"Task {self.task_id!r} has no extension code: pass extension_code= or set the extension_code "
-                f"field of connection {self.dataworks_conn_id!r} (the code of your extension in DataWorks Open "
-                "Platform > Extensions)"
+                f"Task {self.task_id!r} has no extension code: pass extension_code= or set the "
+                f"extension_code field of connection {self.dataworks_conn_id!r} (the code of your extension "
+                "in DataWorks Open Platform > Extensions)"
             )
         result = send_extension_verdict(
             hook,
