@@ -19,3 +19,8 @@ async def run_blocking(function: Callable[..., T], /, *args: Any, **kwargs: Any)
     """Run a blocking Kafka or SDK call on the provider's own thread pool and await its result."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_EXECUTOR, functools.partial(function, *args, **kwargs))
+
+
+def submit_blocking(function: Callable[[], object]) -> None:
+    """Run a blocking call on the provider's pool without waiting for it (closing, from callbacks)."""
+    _EXECUTOR.submit(function)

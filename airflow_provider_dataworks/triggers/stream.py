@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from airflow_provider_dataworks.events import parse
 from airflow_provider_dataworks.exceptions import DataWorksError, DataWorksKafkaError
-from airflow_provider_dataworks.triggers.executor import run_blocking
+from airflow_provider_dataworks.triggers.executor import run_blocking, submit_blocking
 from airflow_provider_dataworks.triggers.reader import EventReader, ReceivedEvent, RecordInfo
 
 if TYPE_CHECKING:
@@ -38,9 +38,12 @@ _streams: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, s
 class Subscription:
     """One waiting trigger's share of a stream: the matching events, in arrival order."""
 
-    def __init__(self, stream: SharedEventStream, event_filter: EventFilter) -> None:
+    def __init__(
+        self, stream: SharedEventStream, event_filter: EventFilter, start_ms: int | None = None
+    ) -> None:
         self.stream = stream
         self.event_filter = event_filter
+        self.start_ms = start_ms
         self._queue: asyncio.Queue[ReceivedEvent | BaseException] = asyncio.Queue()
         self._seen: set[tuple[int, int]] = set()
         self._held: list[ReceivedEvent] | None = None
@@ -49,6 +52,9 @@ class Subscription:
     def offer(self, item: ReceivedEvent) -> None:
         """Queue ``item`` if it passes this subscription's filter (called by the stream)."""
         key = (item.record.partition, item.record.offset)
+        # A stream that started earlier also carries records from before this trigger's start time.
+        if self.start_ms is not None and (item.record.timestamp or 0) < self.start_ms:
+            return
         if key in self._seen or not self.event_filter.matches(item.event):
             return
         self._seen.add(key)
@@ -325,7 +331,7 @@ class SharedEventStream:
 
     async def join(self, event_filter: EventFilter, start_ms: int | None) -> Subscription:
         """Subscribe a trigger that waits for events matching ``event_filter`` from ``start_ms`` on."""
-        subscription = Subscription(self, event_filter)
+        subscription = Subscription(self, event_filter, start_ms)
         first = self._starting is None
         if self._starting is None:
             # A task of its own: the first trigger may be cancelled while others wait for the start.
@@ -378,7 +384,7 @@ class SharedEventStream:
     async def _catch_up(
         self, subscription: Subscription, start_ms: int | None, until: dict[int, int]
     ) -> None:
-        reader = await run_blocking(EventReader, self.hook, self.topic)
+        reader = await _open_reader(self.hook, self.topic)
         lock = threading.Lock()
         try:
             starts = await run_blocking(_locked, lock, reader.seek_to_time, start_ms)
@@ -490,3 +496,18 @@ async def subscribe(
 def active_streams() -> dict[tuple[str, str], SharedEventStream]:
     """Return this event loop's streams (for tests and diagnostics)."""
     return dict(_streams.get(asyncio.get_running_loop(), {}))
+
+
+async def _open_reader(hook: DataWorksHook, topic: str) -> EventReader:
+    """Build a reader off the loop; if the caller is cancelled meanwhile, close the reader once built."""
+    building = asyncio.ensure_future(run_blocking(EventReader, hook, topic))
+    try:
+        return await asyncio.shield(building)
+    except asyncio.CancelledError:
+        building.add_done_callback(_close_built_reader)
+        raise
+
+
+def _close_built_reader(building: asyncio.Future[EventReader]) -> None:
+    if not building.cancelled() and building.exception() is None:
+        submit_blocking(building.result().close)

@@ -252,3 +252,23 @@ async def test_trigger_waiting_for_a_starting_stream_keeps_it_when_the_first_tri
         assert starting.cancelled()
     finally:
         subscription.close()
+
+
+async def test_subscription_with_a_later_start_time_skips_earlier_live_events(
+    kafka_broker, unique_topic, dataworks_conn
+):
+    hook = await _hook(dataworks_conn(listener="plaintext", topic=unique_topic))
+    now_ms = int(time.time() * 1000)
+    early = await subscribe(hook, unique_topic, EventFilter(), now_ms)
+    later = await subscribe(hook, unique_topic, EventFilter(), now_ms + 60_000)
+    publisher = _Publisher(kafka_broker, unique_topic)
+
+    publisher.send(_instance_event(1), timestamp=now_ms + 1)
+    publisher.send(_instance_event(2), timestamp=now_ms + 60_001)
+    first_of_early = await early.next(timeout=30)
+    first_of_later = await later.next(timeout=30)
+    early.close()
+    later.close()
+
+    assert first_of_early is not None and first_of_early.event.instance_ids == (1,)
+    assert first_of_later is not None and first_of_later.event.instance_ids == (2,)
