@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -21,27 +20,8 @@ DAG_ID = "faults_triggerer_restart"
 NODE_IDS = (700000101, 700000102, 700000103)
 
 
-class _Cluster(AirflowCluster):
-    """The e2e cluster, plus what a crash does to a component: SIGKILL to its whole process group."""
-
-    def kill(self, component: str) -> None:
-        process = self._processes.pop(component)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def processes(self) -> list[psutil.Process]:
-        """Every process running with this cluster's AIRFLOW_HOME, started by it or by its children."""
-        found = []
-        for process in psutil.process_iter(["environ"]):
-            with contextlib.suppress(psutil.Error):
-                if (process.info["environ"] or {}).get("AIRFLOW_HOME") == str(self.home):
-                    found.append(process)
-        return found
-
-
 @pytest.fixture
-def cluster(tmp_path, kafka_broker, unique_topic) -> Iterator[_Cluster]:
+def cluster(tmp_path, kafka_broker, unique_topic) -> Iterator[AirflowCluster]:
     connection = build_connection(broker=kafka_broker, listener="sasl_ssl", topic=unique_topic)
     env = {
         "AIRFLOW_CONN_DATAWORKS_DEFAULT": json.dumps(connection),
@@ -49,29 +29,29 @@ def cluster(tmp_path, kafka_broker, unique_topic) -> Iterator[_Cluster]:
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
         "AIRFLOW__CORE__PARALLELISM": "4",
     }
-    airflow = _Cluster(home=tmp_path / "airflow", dags_folder=FAULT_DAGS, env=env)
+    airflow = AirflowCluster(home=tmp_path / "airflow", dags_folder=FAULT_DAGS, env=env)
     with airflow:
         yield airflow
-    leftovers = airflow.processes()
+    leftovers = _processes_with_home(airflow.home)
     for process in leftovers:
         with contextlib.suppress(psutil.Error):
             process.kill()
     assert not leftovers, f"Airflow processes outlived the test: {leftovers}"
 
 
-def _task_instances(cluster: _Cluster, run_id: str) -> dict[str, dict]:
+def _task_instances(cluster: AirflowCluster, run_id: str) -> dict[str, dict]:
     answer = cluster.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
     return {ti["task_id"]: ti for ti in answer["task_instances"]}
 
 
-def _all_waiting_in_the_triggerer(cluster: _Cluster, run_id: str) -> bool:
+def _all_waiting_in_the_triggerer(cluster: AirflowCluster, run_id: str) -> bool:
     tis = _task_instances(cluster, run_id)
     return len(tis) == len(NODE_IDS) and all(
         ti["state"] == "deferred" and (ti.get("trigger") or {}).get("triggerer_id") for ti in tis.values()
     )
 
 
-def _triggers_reading(cluster: _Cluster) -> bool:
+def _triggers_reading(cluster: AirflowCluster) -> bool:
     # Triggers log into files next to their task's log: attempt=1.log.trigger.<triggerer job id>.log.
     logs = cluster.home / "logs" / f"dag_id={DAG_ID}"
     waiting = {
@@ -120,7 +100,7 @@ def test_sensors_fire_on_events_published_while_the_triggerer_was_killed(cluster
         assert value["event"]["message_id"] == f"during-the-outage-{node}"
 
 
-def _dag_is_active(cluster: _Cluster) -> bool:
+def _dag_is_active(cluster: AirflowCluster) -> bool:
     try:
         dag = cluster.api(f"/api/v2/dags/{DAG_ID}")
     except OSError:
@@ -128,6 +108,16 @@ def _dag_is_active(cluster: _Cluster) -> bool:
     return not dag["is_paused"]
 
 
-def _finished_run(cluster: _Cluster, run_id: str) -> dict | None:
+def _finished_run(cluster: AirflowCluster, run_id: str) -> dict | None:
     run = cluster.api(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
     return run if run["state"] in ("success", "failed") else None
+
+
+def _processes_with_home(home: Path) -> list[psutil.Process]:
+    """Every process running with ``home`` as AIRFLOW_HOME, started by the cluster or by its children."""
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        with contextlib.suppress(psutil.Error):
+            if (process.info["environ"] or {}).get("AIRFLOW_HOME") == str(home):
+                found.append(process)
+    return found
